@@ -1,0 +1,45 @@
+# asr-zoo: `make demo` (train + evaluate on the synthetic corpus) and `make test`.
+# Both create / reuse the virtual environment in .venv; nothing needs installing by hand.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DATA ?= data/synth
+RUNS ?= runs
+# Pins the local CPU torch wheel on the project's machines; users may point this elsewhere.
+CONSTRAINTS ?= constraints.txt
+DEMO_RUN ?= $(RUNS)/demo-ctc-softmax
+DEMO_ARGS ?=
+
+.PHONY: help venv demo test test-fast data bench clean
+help:
+	@echo "make demo    - build the env, synthesise the default corpus, train + evaluate CTC, print the table"
+	@echo "make test    - build the env and run the test suite"
+	@echo "make bench   - attention / RNN-T loss / Imputer loss benchmarks (figures in runs/bench)"
+
+$(BIN)/.installed: pyproject.toml $(CONSTRAINTS)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c $(CONSTRAINTS) -e ".[dev]"
+	touch $@
+
+venv: $(BIN)/.installed
+
+data: venv
+	$(BIN)/asr-zoo prepare synth --out $(DATA)
+
+demo: data
+	$(BIN)/asr-zoo train data=synth data.root=$(DATA) objective=ctc attention=softmax trainer=demo run_dir=$(DEMO_RUN) $(DEMO_ARGS)
+	$(BIN)/asr-zoo eval $(DEMO_RUN) --split test
+	$(BIN)/asr-zoo compare $(DEMO_RUN) --out $(RUNS)/demo-table
+
+test: venv
+	OMP_NUM_THREADS=2 $(BIN)/python -m pytest -q
+
+bench: venv
+	$(BIN)/asr-zoo bench attention --out $(RUNS)/bench
+	$(BIN)/asr-zoo bench rnnt-loss --out $(RUNS)/bench
+	$(BIN)/asr-zoo bench imputer-loss --out $(RUNS)/bench
+
+clean:
+	rm -rf $(RUNS) build

@@ -1,0 +1,309 @@
+"""Typed configuration: dataclass schemas, ``conf/`` groups, and validated command-line overrides.
+
+A run's config is composed from ``conf/config.yaml`` (top-level defaults and the default choice
+of every group) plus one YAML per group (``conf/<group>/<choice>.yaml``), then command-line
+overrides: ``group=choice`` picks a file, ``dotted.key=value`` sets a value. Every layer is merged
+into the group's dataclass schema, so a typo fails fast with the key's name and the valid keys,
+and a wrong choice fails with the valid choices.
+
+>>> cfg = compose(["objective=ctc", "trainer.max_steps=5"])
+>>> cfg.trainer.max_steps, cfg.objective.name
+(5, 'ctc')
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+__all__ = [
+    "ConfigError", "DataConfig", "EncoderConfig", "TrainerConfig", "OptimConfig", "RunConfig",
+    "GROUPS", "compose", "conf_dir", "group_choices", "save_config", "load_config",
+]
+
+
+class ConfigError(ValueError):
+    """A config key, value or choice is invalid; the message names it and the valid options."""
+
+
+# ----------------------------------------------------------------------------------- schemas
+@dataclass
+class TokenizerConfig:
+    type: str = "bpe"  # sentencepiece model type: bpe | unigram | char
+    vocab_size: int = 256  # including <blk>, <sos/eos>, <unk>; ignored for char
+
+
+@dataclass
+class FeatureConfig:
+    num_mel_bins: int = 80  # Kaldi-style log-mel filterbank channels
+    deltas: bool = False  # append Δ and ΔΔ (x3 feature dim), computed on the fly
+
+
+@dataclass
+class SpecAugmentConfig:
+    enabled: bool = True
+    num_frame_masks: int = 2  # time masks per utterance (scaled by length, lhotse semantics)
+    frames_mask_size: int = 40  # max width of a time mask (input frames)
+    num_feature_masks: int = 2  # frequency masks
+    features_mask_size: int = 15  # max width of a frequency mask (mel bins)
+    time_warp_factor: int = 0  # 0 disables time warping
+    max_frames_mask_fraction: float = 0.15  # cap of masked time fraction
+
+
+@dataclass
+class DataConfig:
+    name: str = "synth"  # label of this data config
+    root: str = "data/synth"  # the directory given to `asr-zoo prepare ... --out`
+    format: str = "librispeech"  # librispeech (LibriSpeech/<split>/... layout) | manifest (JSONL)
+    train_splits: list = field(default_factory=lambda: ["train"])  # split names (dirs or manifests)
+    dev_split: str = "dev"  # validation split (WER each epoch, best checkpoint)
+    test_split: str = "test"  # default split of `asr-zoo eval`
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    specaugment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
+    max_duration: float = 120.0  # seconds of audio per training batch (before padding)
+    num_buckets: int = 10  # duration buckets of the dynamic bucketing sampler
+    max_utt_duration: float = 30.0  # drop longer training utterances (reported)
+    min_utt_duration: float = 0.3  # drop shorter training utterances (reported)
+    num_workers: int = 1  # dataloader worker processes
+    on_bad_utterance: str = "drop"  # drop (and report) | fail
+
+
+@dataclass
+class EncoderConfig:
+    name: str = "transformer"  # block type: transformer | conformer
+    frontend: str = "conv2d"  # conv2d (2 x 3x3 conv, stride 2) | imputer_conv (2 x 11x3 conv, stride 2x1)
+    frontend_channels: int = 64  # channels of the conv front-end
+    d_model: int = 144
+    num_layers: int = 4
+    num_heads: int = 4
+    ffn_dim: int = 576
+    dropout: float = 0.1
+    pre_ln: bool = True  # pre-LayerNorm (stable) or post-LayerNorm (the thesis' choice)
+    conv_kernel: int = 15  # depthwise kernel of the Conformer convolution module
+
+
+@dataclass
+class TrainerConfig:
+    name: str = "cpu"
+    accelerator: str = "auto"  # cpu | gpu | auto
+    devices: Any = 1  # number of devices or "auto"
+    strategy: str = "auto"  # auto | ddp | ddp_spawn | ...
+    precision: str = "32-true"  # 32-true | bf16-mixed | 16-mixed
+    max_steps: int = -1  # -1: bounded by max_epochs
+    max_epochs: int = 30
+    max_time: Optional[str] = None  # "DD:HH:MM:SS" wall-clock cap
+    val_every_n_epochs: int = 1
+    val_max_utts: int = 0  # 0: validate on the whole dev split; >0: its first N utterances
+    gradient_clip_val: float = 5.0
+    accumulate_grad_batches: int = 1
+    log_every_n_steps: int = 20
+    num_threads: int = 0  # torch intra-op threads (0: leave torch's default)
+    progress_bar: bool = True
+    wandb: str = "offline"  # offline | online | disabled
+    wandb_project: str = "asr-zoo"
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 2e-3  # peak learning rate (AdamW)
+    weight_decay: float = 1e-2
+    betas: list = field(default_factory=lambda: [0.9, 0.98])
+    warmup_steps: int = 500
+    schedule: str = "cosine"  # cosine | noam | constant (all after linear warm-up)
+    min_lr_ratio: float = 0.02  # cosine floor as a fraction of lr
+
+
+@dataclass
+class RunConfig:
+    run_dir: str = "runs/default"
+    seed: int = 0
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+
+# Group name -> function returning the schema for a given YAML (choice-specific for some groups).
+def _attention_schema(name: str):
+    from .nn.attention import ATTENTION
+
+    return ATTENTION.get(name).config
+
+
+def _objective_schema(name: str):
+    from .objectives import OBJECTIVES
+
+    return OBJECTIVES.get(name).config
+
+
+GROUPS: dict[str, Any] = {
+    "data": lambda name: DataConfig,
+    "encoder": lambda name: EncoderConfig,
+    "attention": _attention_schema,
+    "objective": _objective_schema,
+    "trainer": lambda name: TrainerConfig,
+}
+
+
+# ----------------------------------------------------------------------------------- composing
+def conf_dir() -> Path:
+    """The ``conf/`` directory: $ASR_ZOO_CONF, the copy inside the installed package, or the repo's."""
+    if os.environ.get("ASR_ZOO_CONF"):
+        return Path(os.environ["ASR_ZOO_CONF"])
+    here = Path(__file__).resolve().parent
+    for cand in (here / "conf", here.parents[1] / "conf"):
+        if (cand / "config.yaml").exists():
+            return cand
+    raise ConfigError(f"cannot find the conf/ directory (looked in {here / 'conf'}, {here.parents[1] / 'conf'})")
+
+
+def group_choices(group: str, root: Path | None = None) -> list[str]:
+    return sorted(p.stem for p in ((root or conf_dir()) / group).glob("*.yaml"))
+
+
+def _valid_keys(schema) -> list[str]:
+    return [f.name for f in fields(schema)]
+
+
+def _merge(base: DictConfig, layer: Any, where: str) -> DictConfig:
+    """Merge ``layer`` into the struct-mode ``base``; unknown keys / bad types raise ConfigError."""
+    try:
+        return OmegaConf.merge(base, layer)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or getattr(e, "key", None) or "?"
+        parent = key.rsplit(".", 1)[0] if "." in str(key) else None
+        node = OmegaConf.select(base, parent) if parent else base
+        valid = sorted(node.keys()) if isinstance(node, DictConfig) else []
+        hint = f"; valid keys here: {', '.join(valid)}" if valid else ""
+        raise ConfigError(f"{where}: invalid key or value {key!r} ({e.msg.splitlines()[0]}){hint}") from None
+
+
+def _load_yaml(path: Path) -> DictConfig:
+    try:
+        return OmegaConf.load(path)
+    except Exception as e:  # yaml syntax errors
+        raise ConfigError(f"{path}: cannot parse YAML: {e}") from None
+
+
+def _parse_value(raw: str) -> Any:
+    """Parse a command-line value with YAML rules (numbers, booleans, lists, null)."""
+    import yaml
+
+    try:
+        return yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        return raw
+
+
+def compose(overrides: list[str] | tuple[str, ...] = (), root: Path | None = None,
+            base: DictConfig | None = None) -> DictConfig:
+    """Compose and validate a run config.
+
+    Args:
+        overrides: ``group=choice`` and ``dotted.key=value`` strings, applied in order after the
+            group choices.
+        root: the conf directory (default :func:`conf_dir`).
+        base: start from this resolved config instead of ``conf/config.yaml`` (used to apply
+            evaluation-time overrides to a saved run config); ``group=choice`` then replaces
+            that group entirely.
+
+    Returns:
+        DictConfig: the validated config in struct mode (unknown keys raise).
+    """
+    root = root or conf_dir()
+    group_sel, dotted = {}, []
+    for ov in overrides:
+        if "=" not in ov:
+            raise ConfigError(f"override {ov!r} is not of the form key=value or group=choice")
+        key, raw = ov.split("=", 1)
+        if key in GROUPS:
+            group_sel[key] = raw
+        elif "." in key or key in _valid_keys(RunConfig):
+            dotted.append((key, raw))
+        else:
+            raise ConfigError(
+                f"unknown config key {key!r}; valid groups: {', '.join(GROUPS)}; "
+                f"valid top-level keys: {', '.join(_valid_keys(RunConfig))}"
+            )
+
+    if base is None:
+        top = _load_yaml(root / "config.yaml")
+        defaults = dict(top.pop("defaults", {}))
+        missing = [g for g in GROUPS if g not in defaults and g not in group_sel]
+        if missing:
+            raise ConfigError(f"{root / 'config.yaml'}: no default choice for group(s) {missing}")
+        cfg = _merge(OmegaConf.structured(RunConfig), top, str(root / "config.yaml"))
+        OmegaConf.set_struct(cfg, False)
+        selections = {g: group_sel.get(g, defaults.get(g)) for g in GROUPS}
+    else:
+        cfg = base.copy()
+        OmegaConf.set_struct(cfg, False)
+        selections = group_sel
+
+    for group, choice in selections.items():
+        path = root / group / f"{choice}.yaml"
+        if not path.exists():
+            raise ConfigError(
+                f"unknown choice {group}={choice!r}; valid choices: {', '.join(group_choices(group, root))}"
+            )
+        layer = _load_yaml(path)
+        name = layer.get("name", choice)
+        try:
+            schema = GROUPS[group](name)
+        except KeyError as e:
+            raise ConfigError(f"{path}: {e.args[0]}") from None
+        node = OmegaConf.structured(schema)
+        cfg[group] = _merge(node, layer, str(path))
+
+    OmegaConf.set_struct(cfg, True)
+    for key, raw in dotted:
+        group = key.split(".", 1)[0]
+        if group not in cfg:
+            raise ConfigError(f"unknown config key {key!r}; valid top-level keys: {', '.join(cfg.keys())}")
+        layer = OmegaConf.from_dotlist([])
+        OmegaConf.update(layer, key, _parse_value(raw), force_add=True)
+        cfg = _merge(cfg, layer, f"override {key}={raw}")
+    _check_values(cfg)
+    return cfg
+
+
+_ENUMS = {
+    "data.format": ("librispeech", "manifest"),
+    "data.tokenizer.type": ("bpe", "unigram", "char"),
+    "data.on_bad_utterance": ("drop", "fail"),
+    "encoder.name": ("transformer", "conformer"),
+    "encoder.frontend": ("conv2d", "imputer_conv"),
+    "optim.schedule": ("cosine", "noam", "constant"),
+    "trainer.wandb": ("offline", "online", "disabled"),
+}
+
+
+def _check_values(cfg: DictConfig) -> None:
+    for key, valid in _ENUMS.items():
+        value = OmegaConf.select(cfg, key)
+        if value not in valid:
+            raise ConfigError(f"invalid value {key}={value!r}; valid choices: {', '.join(valid)}")
+
+
+def save_config(cfg: DictConfig, path: Path) -> None:
+    """Write the resolved config atomically."""
+    from .utils import atomic_write_text
+
+    atomic_write_text(Path(path), OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def load_config(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+    """Load a saved run config (re-validated against the schemas) and apply overrides."""
+    saved = _load_yaml(Path(path))
+    # Rebuild every group from its schema so that saved configs are validated too.
+    cfg = OmegaConf.structured(RunConfig)
+    OmegaConf.set_struct(cfg, False)
+    for group, schema_of in GROUPS.items():
+        cfg[group] = _merge(OmegaConf.structured(schema_of(saved[group]["name"])), saved[group], f"{path}:{group}")
+    top = {k: v for k, v in saved.items() if k not in GROUPS}
+    cfg = _merge(cfg, top, str(path))
+    OmegaConf.set_struct(cfg, True)
+    return compose(overrides, base=cfg) if overrides else cfg

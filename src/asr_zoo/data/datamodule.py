@@ -1,0 +1,170 @@
+"""The one LightningDataModule every objective trains on.
+
+Batches are dicts::
+
+    feats       (B, T, F)  float, globally mean/variance normalised (+ SpecAugment in training)
+    feat_lens   (B,)       int64 valid frames
+    tokens      (B, U)     int64 token ids, zero padded
+    token_lens  (B,)       int64
+    texts       list[str]  normalised transcripts
+    ids         list[str]  utterance ids
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable, Optional
+
+import lightning as L
+import torch
+from lhotse import CutSet
+from lhotse.dataset import DynamicBucketingSampler, DynamicCutSampler, SpecAugment
+from torch.utils.data import DataLoader, Dataset
+
+from .features import add_deltas, pad_features
+from .prepare import PreparedData
+from .tokenizer import Tokenizer
+
+__all__ = ["ASRDataset", "ASRDataModule"]
+
+log = logging.getLogger(__name__)
+
+
+class ASRDataset(Dataset):
+    """Map-style dataset over CutSet batches (lhotse samplers yield whole CutSets).
+
+    Args:
+        tokenizer: text -> ids.
+        mean, std: `(F,)` global normalisation statistics of the 80-dim fbank.
+        deltas: append Δ/ΔΔ after normalisation.
+        specaugment: applied to the padded batch (training only), or None.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, mean: torch.Tensor, std: torch.Tensor, deltas: bool = False,
+                 specaugment: Optional[SpecAugment] = None):
+        self.tokenizer, self.mean, self.std = tokenizer, mean, std
+        self.deltas, self.specaugment = deltas, specaugment
+
+    def __getitem__(self, cuts: CutSet) -> dict:
+        cuts = cuts.sort_by_duration(ascending=False)
+        feats = []
+        for cut in cuts:
+            x = (torch.from_numpy(cut.load_features()) - self.mean) / self.std  # (T, 80)
+            feats.append(x)
+        feats, feat_lens = pad_features(feats)
+        if self.specaugment is not None:
+            feats = self.specaugment(feats)
+        if self.deltas:
+            feats = torch.nn.utils.rnn.pad_sequence(
+                [add_deltas(f[:n]) for f, n in zip(feats, feat_lens.tolist())], batch_first=True)
+        texts = [cut.supervisions[0].text for cut in cuts]
+        ids = [self.tokenizer.encode(t) for t in texts]
+        token_lens = torch.tensor([len(i) for i in ids], dtype=torch.long)
+        tokens = torch.zeros(len(ids), max(1, int(token_lens.max())), dtype=torch.long)
+        for b, seq in enumerate(ids):
+            tokens[b, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        return {"feats": feats, "feat_lens": feat_lens, "tokens": tokens, "token_lens": token_lens,
+                "texts": texts, "ids": [cut.id for cut in cuts]}
+
+    def __len__(self) -> int:  # sampler-driven; length is unknown up front
+        raise TypeError("ASRDataset is indexed by CutSet batches from a lhotse sampler")
+
+
+class ASRDataModule(L.LightningDataModule):
+    """Shared datamodule: preparation stages, filtering, bucketing, DDP-aware sampling.
+
+    Args:
+        cfg: the ``data`` section of a run config (``DataConfig``).
+        utterance_filter: optional ``(num_frames, token_ids) -> reason or None`` from the objective
+            (e.g. CTC needs enough encoder frames for its labels); rejected training utterances
+            are dropped and reported (or raise when ``on_bad_utterance=fail``).
+        seed: sampler shuffling seed.
+    """
+
+    def __init__(self, cfg, utterance_filter: Optional[Callable[[int, list], Optional[str]]] = None,
+                 seed: int = 0, val_max_utts: int = 0):
+        super().__init__()
+        self.cfg, self.utterance_filter, self.seed, self.val_max_utts = cfg, utterance_filter, seed, val_max_utts
+        self.data = PreparedData(cfg)
+        self._tokenizer: Optional[Tokenizer] = None
+
+    # Lightning calls prepare_data on one process per node: build every missing artefact there.
+    def prepare_data(self) -> None:
+        self.data.prepare(num_jobs=max(1, self.cfg.num_workers))
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        if self._tokenizer is None:
+            self._tokenizer = self.data.tokenizer()
+        return self._tokenizer
+
+    @property
+    def feature_dim(self) -> int:
+        return self.cfg.features.num_mel_bins * (3 if self.cfg.features.deltas else 1)
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        mean, std = self.data.cmvn()
+        sa = self.cfg.specaugment
+        specaug = SpecAugment(
+            time_warp_factor=sa.time_warp_factor or None, num_feature_masks=sa.num_feature_masks,
+            features_mask_size=sa.features_mask_size, num_frame_masks=sa.num_frame_masks,
+            frames_mask_size=sa.frames_mask_size, max_frames_mask_fraction=sa.max_frames_mask_fraction, p=1.0,
+        ) if sa.enabled else None
+        self.train_set = ASRDataset(self.tokenizer, mean, std, self.cfg.features.deltas, specaug)
+        self.eval_set = ASRDataset(self.tokenizer, mean, std, self.cfg.features.deltas, None)
+        if stage in (None, "fit"):
+            self.train_cuts = self._filtered_train_cuts()
+            self.dev_cuts = self.data.features(self.cfg.dev_split)
+            if self.val_max_utts:
+                self.dev_cuts = self.dev_cuts.subset(first=self.val_max_utts)
+
+    def _filtered_train_cuts(self) -> CutSet:
+        cfg = self.cfg
+        cuts = CutSet.from_cuts(c for split in cfg.train_splits for c in self.data.features(split))
+        kept, dropped = [], []
+        for cut in cuts:
+            reason = None
+            if not cfg.min_utt_duration <= cut.duration <= cfg.max_utt_duration:
+                reason = f"duration {cut.duration:.2f}s outside [{cfg.min_utt_duration}, {cfg.max_utt_duration}]"
+            else:
+                ids = self.tokenizer.encode(cut.supervisions[0].text)
+                if not ids:
+                    reason = "transcript tokenizes to nothing"
+                elif self.tokenizer.unk_fraction(ids) > 0.5:
+                    reason = "transcript is mostly <unk> under the tokenizer"
+                elif self.utterance_filter is not None:
+                    reason = self.utterance_filter(cut.num_frames, ids)
+            if reason is None:
+                kept.append(cut)
+            elif cfg.on_bad_utterance == "fail":
+                raise ValueError(f"training utterance {cut.id}: {reason}")
+            else:
+                dropped.append((cut.id, reason))
+        if dropped:
+            examples = ", ".join(f"{i} ({r})" for i, r in dropped[:3])
+            msg = f"dropped {len(dropped)} of {len(cuts)} training utterances, e.g. {examples}"
+            log.warning(msg)
+            print(f"warning: {msg}", flush=True)
+        if not kept:
+            raise ValueError("no training utterances left after filtering")
+        return CutSet.from_cuts(kept)
+
+    def _loader(self, cuts: CutSet, dataset: ASRDataset, shuffle: bool) -> DataLoader:
+        if shuffle:  # training: duration buckets keep padding low
+            sampler = DynamicBucketingSampler(
+                cuts, max_duration=self.cfg.max_duration, shuffle=True, seed=self.seed, drop_last=False,
+                num_buckets=min(self.cfg.num_buckets, len(cuts)), num_cuts_for_bins_estimate=min(10000, len(cuts)),
+            )
+        else:  # evaluation: sorted by duration, deterministic
+            sampler = DynamicCutSampler(cuts.sort_by_duration(), max_duration=self.cfg.max_duration, shuffle=False)
+        return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=self.cfg.num_workers,
+                          persistent_workers=self.cfg.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_cuts, self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.dev_cuts, self.eval_set, shuffle=False)
+
+    def eval_cuts(self, split: str) -> CutSet:
+        return self.data.features(split, num_jobs=max(1, self.cfg.num_workers))

@@ -1,0 +1,39 @@
+"""Feature helpers: Kaldi-style deltas, global mean/variance normalisation, padding.
+
+Legend: B batch, T frames, F feature dim.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["add_deltas", "pad_features", "lengths_to_padding_mask"]
+
+
+def _delta(x: Tensor, window: int = 2) -> Tensor:
+    """Kaldi delta: d_t = Σ_n n (x_{t+n} - x_{t-n}) / (2 Σ_n n²), edges replicated. x: `(T, F)`."""
+    T = x.shape[0]
+    padded = F.pad(x.T[None], (window, window), mode="replicate")[0].T  # (T + 2w, F)
+    num = sum(n * (padded[window + n: window + n + T] - padded[window - n: window - n + T])
+              for n in range(1, window + 1))
+    return num / (2 * sum(n * n for n in range(1, window + 1)))
+
+
+def add_deltas(x: Tensor) -> Tensor:
+    """Append Δ and ΔΔ. x: `(T, F)` -> `(T, 3F)`."""
+    d1 = _delta(x)
+    return torch.cat([x, d1, _delta(d1)], dim=-1)
+
+
+def pad_features(feats: list[Tensor]) -> tuple[Tensor, Tensor]:
+    """Stack `(T_i, F)` tensors into `(B, T_max, F)` (zero padded) and lengths `(B,)`."""
+    lengths = torch.tensor([f.shape[0] for f in feats], dtype=torch.long)
+    return torch.nn.utils.rnn.pad_sequence(feats, batch_first=True), lengths
+
+
+def lengths_to_padding_mask(lengths: Tensor, max_len: int | None = None) -> Tensor:
+    """`(B,)` lengths -> `(B, T)` bool mask, True at padding."""
+    max_len = int(lengths.max()) if max_len is None else max_len
+    return torch.arange(max_len, device=lengths.device)[None, :] >= lengths[:, None]

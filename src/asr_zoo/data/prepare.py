@@ -1,0 +1,117 @@
+"""Resumable preparation stages under a data root (the directory given to ``prepare --out``).
+
+Layout (every file written atomically; a finished stage is skipped on rerun)::
+
+    <root>/LibriSpeech/<split>/...            audio + transcripts (or <root>/<split>.jsonl manifests)
+    <root>/manifests/<split>_cuts.jsonl.gz    checked utterances (lhotse CutSet)
+    <root>/manifests/<split>_report.json      kept / dropped utterances and why
+    <root>/fbank<F>/<split>_cuts.jsonl.gz     cuts with fbank features attached
+    <root>/fbank<F>/<split>_feats/            feature storage (lilcom chunky)
+    <root>/fbank<F>/cmvn.pt                   global mean / std over the training splits
+    <root>/tokenizers/<type><V>.model         sentencepiece model trained on the training splits
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+from lhotse import CutSet, Fbank, FbankConfig, LilcomChunkyWriter
+
+from ..utils import atomic_replace, atomic_write_json
+from .corpora import read_librispeech_split, read_manifest
+from .tokenizer import Tokenizer, train_tokenizer
+
+__all__ = ["PreparedData"]
+
+log = logging.getLogger(__name__)
+
+
+def _save_cuts(cuts: CutSet, path: Path) -> None:
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")  # keeps the .jsonl.gz suffix
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cuts.to_file(tmp)
+    os.replace(tmp, path)
+
+
+class PreparedData:
+    """Access (and lazily build) every prepared artefact of one data config.
+
+    Args:
+        cfg: a ``DataConfig`` (root, format, tokenizer, features, on_bad_utterance, ...).
+    """
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.root = Path(cfg.root)
+        self.feat_dir = self.root / f"fbank{cfg.features.num_mel_bins}"
+
+    # -- stage 1: manifests -------------------------------------------------------------------
+    def manifest_path(self, split: str) -> Path:
+        return self.root / "manifests" / f"{split}_cuts.jsonl.gz"
+
+    def manifest(self, split: str) -> CutSet:
+        path = self.manifest_path(split)
+        if not path.exists():
+            if self.cfg.format == "librispeech":
+                cuts, report = read_librispeech_split(self.root / "LibriSpeech", split, self.cfg.on_bad_utterance)
+            else:
+                cuts, report = read_manifest(self.root / f"{split}.jsonl", split, self.cfg.on_bad_utterance)
+            log.info(report.summary())
+            print(report.summary(), flush=True)
+            atomic_write_json(path.with_name(f"{split}_report.json"), report.to_dict())
+            _save_cuts(cuts, path)
+        return CutSet.from_file(path)
+
+    # -- stage 2: features --------------------------------------------------------------------
+    def features(self, split: str, num_jobs: int = 2) -> CutSet:
+        path = self.feat_dir / f"{split}_cuts.jsonl.gz"
+        if not path.exists():
+            cuts = self.manifest(split)
+            self.feat_dir.mkdir(parents=True, exist_ok=True)
+            extractor = Fbank(FbankConfig(num_mel_bins=self.cfg.features.num_mel_bins))
+            with_feats = cuts.compute_and_store_features(
+                extractor, storage_path=self.feat_dir / f"{split}_feats", num_jobs=num_jobs,
+                storage_type=LilcomChunkyWriter, progress_bar=True,
+            )
+            _save_cuts(with_feats, path)
+        return CutSet.from_file(path)
+
+    def cmvn(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Global per-dimension mean and std `(F,)` of the training splits' fbank."""
+        path = self.feat_dir / f"cmvn_{'+'.join(self.cfg.train_splits)}.pt"
+        if not path.exists():
+            total, sq, n = 0.0, 0.0, 0
+            for split in self.cfg.train_splits:
+                for cut in self.features(split):
+                    x = torch.from_numpy(cut.load_features()).double()
+                    total = total + x.sum(0)
+                    sq = sq + (x * x).sum(0)
+                    n += x.shape[0]
+            mean = total / n
+            std = (sq / n - mean * mean).clamp_min(1e-8).sqrt()
+            atomic_replace(path, lambda tmp: torch.save({"mean": mean.float(), "std": std.float()}, tmp))
+        stats = torch.load(path)
+        return stats["mean"], stats["std"]
+
+    # -- stage 3: tokenizer -------------------------------------------------------------------
+    def tokenizer_path(self) -> Path:
+        t = self.cfg.tokenizer
+        size = "" if t.type == "char" else str(t.vocab_size)
+        return self.root / "tokenizers" / f"{t.type}{size}_{'+'.join(self.cfg.train_splits)}.model"
+
+    def tokenizer(self) -> Tokenizer:
+        path = self.tokenizer_path()
+        if not path.exists():
+            texts = [s.text for split in self.cfg.train_splits for c in self.manifest(split) for s in c.supervisions]
+            train_tokenizer(texts, path.with_suffix(""), self.cfg.tokenizer.type, self.cfg.tokenizer.vocab_size)
+        return Tokenizer.load(path)
+
+    def prepare(self, eval_splits: tuple[str, ...] = (), num_jobs: int = 2) -> None:
+        """Run every stage needed for training (and for ``eval_splits``)."""
+        for split in dict.fromkeys([*self.cfg.train_splits, self.cfg.dev_split, *eval_splits]):
+            self.features(split, num_jobs)
+        self.cmvn()
+        self.tokenizer()

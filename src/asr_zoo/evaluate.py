@@ -1,0 +1,130 @@
+"""``asr-zoo eval``: decode a split with a trained run and write ``results/<split>.json``.
+
+Every utterance is decoded at batch 1 (after a short warm-up) so latency is per utterance;
+``rtf`` = compute seconds / audio seconds; ``decode_steps`` = mean decoder iterations per
+utterance (1 for CTC's single pass, prediction-network calls for RNN-T, decoder steps for
+seq2seq, refinement iterations for the Imputer). Overrides (``attention=iclustered``,
+``objective.beam_size=4``, ``data.root=...``) apply at evaluation without retraining and are
+recorded in the results.
+"""
+
+from __future__ import annotations
+
+import csv
+import platform
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+from lhotse import CutSet
+from tqdm import tqdm
+
+from .config import load_config
+from .data.datamodule import ASRDataset
+from .data.prepare import PreparedData
+from .report.metrics import error_rates
+from .train import build_module
+from .utils import atomic_replace, atomic_write_json
+
+__all__ = ["load_run", "evaluate"]
+
+
+def load_run(run_dir: Path, overrides: list[str] = (), checkpoint: str = "best", device: str = "cpu"):
+    """Rebuild a trained module from ``run_dir`` (config + checkpoint), applying overrides.
+
+    Returns:
+        (module, cfg): the module in eval mode on ``device`` and the resolved config.
+    """
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / "config.yaml"
+    if not cfg_path.exists():
+        raise FileNotFoundError(f"{run_dir} is not a run directory (no config.yaml)")
+    cfg = load_config(cfg_path, overrides)
+    ckpt_path = run_dir / "checkpoints" / f"{checkpoint}.ckpt"
+    if not ckpt_path.exists():
+        have = sorted(p.stem for p in (run_dir / "checkpoints").glob("*.ckpt"))
+        raise FileNotFoundError(f"{ckpt_path} does not exist (checkpoints: {have or 'none'}); train the run first")
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    hp = ckpt["hyper_parameters"]
+    from omegaconf import OmegaConf
+
+    module = build_module(cfg, hp["vocab_size"], hp["feature_dim"])
+    module.load_state_dict(ckpt["state_dict"])
+    module.on_load_checkpoint(ckpt)
+    return module.eval().to(device), cfg
+
+
+def _git_hash() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent, timeout=5).stdout.strip() or "unknown"
+    except Exception:
+        return "unknown"
+
+
+def _device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def _to(batch: dict, device: str) -> dict:
+    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+@torch.inference_mode()
+def evaluate(run_dir: Path, split: str | None = None, overrides: list[str] = (), device: str = "cpu",
+             checkpoint: str = "best", warmup: int = 3, max_utts: int = 0) -> dict:
+    """Decode ``split`` (default: the data config's test split) and write results + hypotheses."""
+    run_dir = Path(run_dir)
+    module, cfg = load_run(run_dir, overrides, checkpoint, device)
+    split = split or cfg.data.test_split
+    cuts: CutSet = PreparedData(cfg.data).features(split, num_jobs=max(1, cfg.data.num_workers))
+    if max_utts:
+        cuts = cuts.subset(first=max_utts)
+    dataset = ASRDataset(module.tokenizer, module.cmvn["mean"], module.cmvn["std"], cfg.data.features.deltas)
+    cut_list = list(cuts)
+    for cut in cut_list[:warmup]:  # warm-up: allocator, kernels, caches
+        module.transcribe(_to(dataset[CutSet.from_cuts([cut])], device))
+
+    rows, latencies, steps, audio_s = [], [], [], 0.0
+    for cut in tqdm(cut_list, desc=f"eval {split}", unit="utt"):
+        batch = _to(dataset[CutSet.from_cuts([cut])], device)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        hyps, n_steps = module.transcribe(batch)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        latencies.append(time.perf_counter() - t0)
+        steps.append(n_steps[0])
+        audio_s += cut.duration
+        rows.append((cut.id, batch["texts"][0], hyps[0]))
+
+    wer, cer = error_rates([r[1] for r in rows], [r[2] for r in rows])
+    q = statistics.quantiles(latencies, n=10) if len(latencies) > 1 else latencies * 9
+    result = {
+        "objective": cfg.objective.name, "attention": cfg.attention.name,
+        "params": sum(p.numel() for p in module.parameters()), "split": split, "num_utts": len(rows),
+        "wer": round(wer, 3), "cer": round(cer, 3), "decode_steps": round(sum(steps) / len(steps), 2),
+        "latency_ms_p50": round(statistics.median(latencies) * 1000, 2), "latency_ms_p90": round(q[8] * 1000, 2),
+        "rtf": round(sum(latencies) / audio_s, 5), "device": _device_name(device),
+        "checkpoint": checkpoint, "overrides": list(overrides), "git": _git_hash(),
+        "torch": torch.__version__, "run_dir": str(run_dir),
+    }
+    results_dir = run_dir / "results"
+    tag = split + ("" if not overrides else "@" + ",".join(o.replace("/", "_") for o in overrides))
+    atomic_write_json(results_dir / f"{tag}.json", result)
+
+    def write_hyps(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            w = csv.writer(f, delimiter="\t")
+            w.writerow(["utt_id", "reference", "hypothesis"])
+            w.writerows(rows)
+
+    atomic_replace(results_dir / f"{tag}.hyps.tsv", write_hyps)
+    print(f"{run_dir} {tag}: WER {result['wer']:.2f}%  CER {result['cer']:.2f}%  "
+          f"p50 {result['latency_ms_p50']} ms  RTF {result['rtf']}")
+    return result

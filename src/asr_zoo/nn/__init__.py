@@ -1,0 +1,1 @@
+"""Neural building blocks: front-ends, the attention zoo, encoder blocks and encoders."""

@@ -1,0 +1,69 @@
+"""Convolutional front-ends with 4x time subsampling.
+
+Legend: B batch, T input frames, F feature dim, T' = ceil(T / 4) output frames, D model dim.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["ConvFrontend", "subsampled_lengths"]
+
+
+def subsampled_lengths(lengths: Tensor | int, num_layers: int = 2):
+    """Output frames of ``num_layers`` stride-2 convolutions with 'same'-style padding: ceil(T / 2^L)."""
+    for _ in range(num_layers):
+        lengths = (lengths + 1) // 2
+    return lengths
+
+
+class ConvFrontend(nn.Module):
+    """Two 2-D convolutions, each stride 2 in time, then a linear projection to D.
+
+    Args:
+        in_dim (int): feature dim F.
+        d_model (int): output dim D.
+        channels (int): conv channels.
+        kind (str): ``conv2d`` — 3x3 kernels, stride 2 in time and frequency (the common ESPnet /
+            icefall choice); ``imputer_conv`` — 11x3 kernels (time x frequency), stride 2x1, as in
+            the Imputer paper.
+    """
+
+    def __init__(self, in_dim: int, d_model: int, channels: int = 64, kind: str = "conv2d"):
+        super().__init__()
+        if kind == "conv2d":
+            k, s, p = (3, 3), (2, 2), (1, 1)
+            out_f = subsampled_lengths(in_dim)
+        elif kind == "imputer_conv":
+            k, s, p = (11, 3), (2, 1), (5, 1)
+            out_f = in_dim
+        else:
+            raise ValueError(f"unknown front-end {kind!r}; valid choices: conv2d, imputer_conv")
+        self.conv1 = nn.Conv2d(1, channels, k, s, p)
+        self.conv2 = nn.Conv2d(channels, channels, k, s, p)
+        self.proj = nn.Linear(channels * out_f, d_model)
+
+    def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """
+        Args:
+            x (Tensor): shape `(B, T, F)`.
+            lengths (Tensor): shape `(B,)`.
+
+        Returns:
+            (Tensor, Tensor): `(B, T', D)` and lengths `(B,)` with T' = ceil(T / 4).
+        """
+        y = _zero_padding(x.unsqueeze(1), lengths)  # (B, 1, T, F); padding must not leak into valid frames
+        lengths = subsampled_lengths(lengths, 1)
+        y = _zero_padding(nn.functional.gelu(self.conv1(y)), lengths)  # (B, C, T/2, F')
+        lengths = subsampled_lengths(lengths, 1)
+        y = nn.functional.gelu(self.conv2(y))  # (B, C, T', F')
+        B, C, T, Fp = y.shape
+        y = self.proj(y.permute(0, 2, 1, 3).reshape(B, T, C * Fp))  # (B, T', D)
+        return y, lengths
+
+
+def _zero_padding(y: Tensor, lengths: Tensor) -> Tensor:
+    """Zero the time steps of `(B, C, T, F)` beyond each utterance's length."""
+    valid = torch.arange(y.shape[2], device=y.device)[None, :] < lengths[:, None]  # (B, T)
+    return y * valid[:, None, :, None]

@@ -1,0 +1,132 @@
+"""The LightningModule base shared by every objective.
+
+A subclass adds its head(s) and implements :meth:`ASRModule.compute_loss` and
+:meth:`ASRModule.decode`; training, validation WER, optimisation, checkpoint contents and the
+``transcribe`` contract used by ``asr-zoo eval`` live here once.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
+from torchmetrics.text import CharErrorRate, WordErrorRate
+
+from ..data.tokenizer import Tokenizer
+from ..nn.encoder import build_encoder
+
+__all__ = ["ObjectiveConfig", "ASRModule"]
+
+
+@dataclass
+class ObjectiveConfig:
+    name: str = "ctc"
+
+
+class ASRModule(L.LightningModule):
+    """Base objective: encoder from the zoo + objective-specific head, loss and decoder.
+
+    Args:
+        config (dict): the whole resolved run config (saved as a hyperparameter).
+        vocab_size (int): tokenizer size V (id 0 = blank, 1 = sos/eos).
+        feature_dim (int): input feature dim F.
+    """
+
+    def __init__(self, config: dict, vocab_size: int, feature_dim: int):
+        super().__init__()
+        self.save_hyperparameters()
+        self.cfg: DictConfig = OmegaConf.create(config)
+        self.vocab_size = vocab_size
+        self.encoder = build_encoder(feature_dim, self.cfg.encoder, self.cfg.attention)
+        self.tokenizer: Optional[Tokenizer] = None  # attached by train/eval; stored in checkpoints
+        self.cmvn: Optional[dict] = None  # {"mean", "std"} of the training data; stored in checkpoints
+        self.val_wer, self.val_cer = WordErrorRate(), CharErrorRate()
+
+    # ---- to implement ------------------------------------------------------------------------
+    def compute_loss(self, batch: dict) -> tuple[Tensor, dict[str, Tensor]]:
+        """Return the scalar training loss and extra scalars to log."""
+        raise NotImplementedError
+
+    def decode(self, batch: dict) -> tuple[list[list[int]], list[int]]:
+        """Token ids of each utterance and the decoder steps each took."""
+        raise NotImplementedError
+
+    @classmethod
+    def utterance_filter(cls, cfg) -> Optional[Callable[[int, list[int]], Optional[str]]]:
+        """A ``(num_input_frames, token_ids) -> reason | None`` check for training data, or None."""
+        return None
+
+    # ---- shared ------------------------------------------------------------------------------
+    def encode(self, batch: dict, extra: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+        """Encoder output `(B, T', D)` and lengths `(B,)`."""
+        return self.encoder(batch["feats"], batch["feat_lens"], extra)
+
+    def transcribe(self, batch: dict) -> tuple[list[str], list[int]]:
+        """Hypothesis text of each utterance and the decoder steps it took."""
+        ids, steps = self.decode(batch)
+        return [self.tokenizer.decode(seq) for seq in ids], steps
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        loss, extra = self.compute_loss(batch)
+        bs = len(batch["ids"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        for k, v in extra.items():
+            self.log(f"train/{k}", v, batch_size=bs)
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        loss, _ = self.compute_loss(batch)
+        hyps, _ = self.transcribe(batch)
+        self.val_wer.update(hyps, batch["texts"])
+        self.val_cer.update(hyps, batch["texts"])
+        self.log("val/loss", loss, batch_size=len(batch["ids"]), sync_dist=True)
+
+    def on_validation_epoch_end(self) -> None:
+        self.log("val/wer", self.val_wer.compute() * 100, prog_bar=True)
+        self.log("val/cer", self.val_cer.compute() * 100)
+        self.val_wer.reset(), self.val_cer.reset()
+
+    def configure_optimizers(self):
+        o = self.cfg.optim
+        decay = [p for n, p in self.named_parameters() if p.ndim >= 2]
+        no_decay = [p for n, p in self.named_parameters() if p.ndim < 2]
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": o.weight_decay},
+                                 {"params": no_decay, "weight_decay": 0.0}], lr=o.lr, betas=tuple(o.betas))
+        total = self.trainer.max_steps if self.trainer.max_steps > 0 else None
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(o.schedule, o.warmup_steps, total, o.min_lr_ratio))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["tokenizer"] = self.tokenizer.model_proto if self.tokenizer else None
+        checkpoint["cmvn"] = self.cmvn
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if checkpoint.get("tokenizer"):
+            self.tokenizer = Tokenizer(checkpoint["tokenizer"])
+        self.cmvn = checkpoint.get("cmvn")
+
+
+def lr_lambda(schedule: str, warmup: int, total: Optional[int], min_ratio: float) -> Callable[[int], float]:
+    """LR multiplier per optimizer step: linear warm-up, then cosine to ``min_ratio`` / noam / constant.
+
+    Cosine needs the total number of steps; without ``trainer.max_steps`` it stays constant.
+    """
+    warmup = max(1, warmup)
+
+    def f(step: int) -> float:
+        step = step + 1
+        if step < warmup:
+            return step / warmup
+        if schedule == "noam":
+            return math.sqrt(warmup / step)
+        if schedule == "cosine" and total:
+            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+        return 1.0
+
+    return f

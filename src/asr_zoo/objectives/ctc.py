@@ -1,0 +1,65 @@
+"""CTC objective: encoder + linear head, ``F.ctc_loss``, greedy / prefix-beam decoding."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch.nn.functional as F
+from torch import nn
+
+from ..data.tokenizer import BLANK_ID
+from ..decoding.ctc import ctc_greedy_decode, ctc_prefix_beam_search
+from ..nn.frontend import subsampled_lengths
+from .base import ASRModule, ObjectiveConfig
+from .registry import OBJECTIVES
+
+__all__ = ["CTCConfig", "CTCModule", "ctc_min_frames"]
+
+
+@dataclass
+class CTCConfig(ObjectiveConfig):
+    name: str = "ctc"
+    decoder: str = "greedy"  # greedy | prefix_beam
+    beam_size: int = 8  # prefix beam width
+
+
+def ctc_min_frames(ids: list[int]) -> int:
+    """Frames CTC needs for a label sequence: one per label plus a blank between repeats."""
+    return len(ids) + sum(a == b for a, b in zip(ids, ids[1:]))
+
+
+def ctc_length_filter(num_frames: int, ids: list[int]):
+    have, need = int(subsampled_lengths(num_frames)), ctc_min_frames(ids)
+    return None if have >= need else f"too short for CTC: {have} encoder frames < {need} needed by its labels"
+
+
+@OBJECTIVES.register("ctc", config=CTCConfig)
+class CTCModule(ASRModule):
+    def __init__(self, config: dict, vocab_size: int, feature_dim: int):
+        super().__init__(config, vocab_size, feature_dim)
+        if self.cfg.objective.decoder not in ("greedy", "prefix_beam"):
+            raise ValueError(f"objective.decoder={self.cfg.objective.decoder!r}; valid choices: greedy, prefix_beam")
+        self.head = nn.Linear(self.cfg.encoder.d_model, vocab_size)
+
+    @classmethod
+    def utterance_filter(cls, cfg):
+        return ctc_length_filter
+
+    def log_probs(self, batch):
+        """Per-frame log-probabilities `(B, T', V)` and lengths `(B,)`."""
+        enc, lengths = self.encode(batch)
+        return self.head(enc).log_softmax(-1), lengths
+
+    def compute_loss(self, batch):
+        lp, lengths = self.log_probs(batch)
+        loss = F.ctc_loss(lp.transpose(0, 1).float(), batch["tokens"], lengths, batch["token_lens"],
+                          blank=BLANK_ID, reduction="sum", zero_infinity=True) / len(batch["ids"])
+        return loss, {}
+
+    def decode(self, batch):
+        lp, lengths = self.log_probs(batch)
+        if self.cfg.objective.decoder == "prefix_beam":
+            ids = ctc_prefix_beam_search(lp, lengths, self.cfg.objective.beam_size, BLANK_ID)
+        else:
+            ids = ctc_greedy_decode(lp, lengths, BLANK_ID)
+        return ids, [1] * len(ids)  # one non-autoregressive network pass per utterance
