@@ -38,3 +38,25 @@ def noise_corpus(tmp_path) -> Path:
                 for i in range(n)]
         write_librispeech_split(tmp_path, split, utts)
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory) -> Path:
+    """The synthetic espeak corpus at toy size (40 / 8 / 8 utterances), made once per session.
+
+    Train on it with ``data.root=<this>``; see ``tiny_train_args`` for a fast model.
+    """
+    from asr_zoo.cli import main
+
+    root = tmp_path_factory.mktemp("tiny_synth")
+    assert main(["prepare", "synth", "--out", str(root), "--num-train", "40", "--num-dev", "8",
+                 "--num-test", "8", "--workers", "1"]) == 0
+    return root
+
+
+def tiny_train_args(root: Path, run_dir: Path, *extra: str) -> list[str]:
+    """Overrides for a seconds-long training run on ``tiny_corpus`` (tiny model, few steps)."""
+    return ["train", f"data.root={root}", f"run_dir={run_dir}", "data.tokenizer.vocab_size=40",
+            "encoder.d_model=32", "encoder.num_layers=1", "encoder.ffn_dim=64", "encoder.frontend_channels=8",
+            "trainer.max_steps=4", "trainer.wandb=disabled", "trainer.progress_bar=false",
+            "optim.warmup_steps=2", "data.num_workers=0", *extra]

@@ -1,0 +1,370 @@
+"""The default synthetic corpus: espeak-ng speech written in LibriSpeech layout.
+
+Sentences come from :mod:`asr_zoo.data.sentences`; each is spoken by libespeak-ng
+(:mod:`asr_zoo.data.espeak`) with one speaker's voice setting, padded with a little silence,
+mixed with light coloured noise (20-35 dB SNR), resampled to 16 kHz, peak-normalised and
+written as 16-bit FLAC::
+
+    <out>/LibriSpeech/<split>/<spk>/<chapter>/<spk>-<chapter>-<NNNN>.flac
+    <out>/LibriSpeech/<split>/<spk>/<chapter>/<spk>-<chapter>.trans.txt   ("<utt_id> <TEXT>")
+    <out>/LibriSpeech/<split>/.done                                       (split statistics)
+    <out>/synth_info.json                                                 (config + statistics)
+
+A speaker is one voice setting: dialect (``en-us``, ``en-gb-scotland``...) + variant
+(``m1``-``m7``, ``f1``-``f4``) + pitch; its utterances are grouped into chapters of
+:data:`UTTERANCES_PER_CHAPTER`. Splits are ``train``, ``dev`` and ``test``; dev shares the
+train voices (matched condition) and test uses dialect+variant combinations found in
+neither (one male and one female variant per dialect are held out).
+
+Everything is a function of ``seed``: each utterance draws its rate, padding and noise from
+its own RNG and espeak-ng renders it in a fresh process state, so a corpus is byte-identical
+whatever the number of workers or the order of work. Preparation is resumable: FLACs are
+written under a temporary name and renamed, existing ones are kept, and a split with a
+``.done`` marker is skipped.
+
+Usage::
+
+    from asr_zoo.data.synth import prepare_synth
+    summary = prepare_synth("data/synth", num_train=2000, num_dev=200, num_test=200)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+import soundfile as sf
+from scipy.signal import lfilter, resample_poly
+
+from asr_zoo.data import espeak
+from asr_zoo.data.sentences import GENERATOR_VERSION, generate_sentences
+
+__all__ = [
+    "SAMPLE_RATE", "SPLITS", "VOICES", "VARIANTS", "UTTERANCES_PER_CHAPTER",
+    "CHAPTERS_PER_SPEAKER", "SynthSpeaker", "SynthUtterance", "plan_synth", "render_utterance",
+    "prepare_synth",
+]
+
+Pathlike = Union[str, Path]
+
+SAMPLE_RATE = 16000
+SYNTH_VERSION = 1  # bump when rendering changes (with GENERATOR_VERSION, recorded in synth_info)
+SPLITS = ("train", "dev", "test")
+VOICES = ("en-us", "en-us-nyc", "en", "en-gb-x-rp", "en-gb-scotland", "en-gb-x-gbclan",
+          "en-gb-x-gbcwmd", "en-029")
+"""espeak-ng English dialects (``en`` is British English)."""
+VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4")
+UTTERANCES_PER_CHAPTER = 10
+CHAPTERS_PER_SPEAKER = 2
+
+_RATE_WPM = (140, 210)  # speaking rate range, words per minute
+_PITCH = (30, 70)  # espeak-ng base pitch, 0-100
+_PITCH_RANGE = (30, 80)  # espeak-ng intonation range, 0-100
+_SNR_DB = (20.0, 35.0)
+_PAD_SECONDS = (0.05, 0.3)  # silence added before and after the speech
+_PEAK = 0.9
+
+
+@dataclass(frozen=True)
+class SynthSpeaker:
+    """One voice setting; ``voice`` is the espeak-ng name with its variant (``en-us+m3``)."""
+
+    id: int
+    voice: str
+    pitch: int
+    pitch_range: int
+    rate: int  # the speaker's typical rate (words per minute); utterances vary around it
+
+
+@dataclass(frozen=True)
+class SynthUtterance:
+    """One utterance to render: what to say, who says it and where it goes."""
+
+    split: str
+    index: int  # position in the split; seeds this utterance's RNG
+    utt_id: str  # <spk>-<chapter>-<NNNN>
+    chapter: int
+    text: str  # upper-case transcript
+    speaker: SynthSpeaker
+    rate: int  # words per minute
+    seed: int  # corpus seed
+
+    @property
+    def relative_path(self) -> str:
+        """Path of the FLAC relative to ``<out>/LibriSpeech``."""
+        return f"{self.split}/{self.speaker.id}/{self.chapter}/{self.utt_id}.flac"
+
+
+def _held_out_voices(seed: int) -> set[str]:
+    """One male and one female variant of every dialect, reserved for the test split."""
+    rng = np.random.default_rng([seed, 7001])
+    males = [v for v in VARIANTS if v.startswith("m")]
+    females = [v for v in VARIANTS if v.startswith("f")]
+    return {f"{d}+{rng.choice(group)}" for d in VOICES for group in (males, females)}
+
+
+def plan_synth(
+    num_train: int = 2000, num_dev: int = 200, num_test: int = 200, seed: int = 0
+) -> dict[str, list[SynthUtterance]]:
+    """Decide every utterance of the corpus (text, speaker, rate, path) without rendering.
+
+    Args:
+        num_train, num_dev, num_test (int): utterances per split.
+        seed (int): corpus seed.
+
+    Returns:
+        plan (dict[str, list[SynthUtterance]]): per split, its utterances in order. Speaker
+        ids run from 1 over train, dev, test; chapter ids are ``10 * speaker + k``, k >= 1.
+
+    Raises:
+        ValueError: a split needs more speakers than its voices x pitches allow (about 2900
+            train speakers, i.e. ~59k train utterances).
+    """
+    sizes = {"train": num_train, "dev": num_dev, "test": num_test}
+    texts = generate_sentences(sum(sizes.values()), seed)
+    held_out = _held_out_voices(seed)
+    pools = {
+        "train": sorted(f"{d}+{v}" for d in VOICES for v in VARIANTS if f"{d}+{v}" not in held_out),
+        "test": sorted(held_out),
+    }
+    pools["dev"] = pools["train"]
+    per_speaker = UTTERANCES_PER_CHAPTER * CHAPTERS_PER_SPEAKER
+    used: set[tuple[str, int]] = set()  # (voice, pitch): a speaker's identity
+    plan: dict[str, list[SynthUtterance]] = {}
+    next_speaker, start = 1, 0
+    for split_index, split in enumerate(SPLITS):
+        rng = np.random.default_rng([seed, 7002, split_index])
+        pool = list(pools[split])
+        rng.shuffle(pool)
+        speakers = []
+        for k in range(math.ceil(sizes[split] / per_speaker)):
+            voice = pool[k % len(pool)]
+            if sum(v == voice for v, _ in used) > _PITCH[1] - _PITCH[0]:
+                raise ValueError(f"too many speakers for {split}: every pitch of {voice} is taken")
+            pitch = int(rng.integers(_PITCH[0], _PITCH[1] + 1))
+            while (voice, pitch) in used:
+                pitch = int(rng.integers(_PITCH[0], _PITCH[1] + 1))
+            used.add((voice, pitch))
+            speakers.append(SynthSpeaker(
+                id=next_speaker + k, voice=voice, pitch=pitch,
+                pitch_range=int(rng.integers(_PITCH_RANGE[0], _PITCH_RANGE[1] + 1)),
+                rate=int(rng.integers(_RATE_WPM[0] + 10, _RATE_WPM[1] - 10 + 1)),
+            ))
+        next_speaker += len(speakers)
+        utterances = []
+        for i, text in enumerate(texts[start:start + sizes[split]]):
+            speaker = speakers[i // per_speaker]
+            chapter = 10 * speaker.id + (i % per_speaker) // UTTERANCES_PER_CHAPTER + 1
+            number = i % UTTERANCES_PER_CHAPTER
+            jitter = int(np.random.default_rng([seed, 7003, split_index, i]).integers(-10, 11))
+            utterances.append(SynthUtterance(
+                split=split, index=i, utt_id=f"{speaker.id}-{chapter}-{number:04d}",
+                chapter=chapter, text=text, speaker=speaker,
+                rate=int(np.clip(speaker.rate + jitter, *_RATE_WPM)), seed=seed,
+            ))
+        plan[split] = utterances
+        start += sizes[split]
+    return plan
+
+
+def render_utterance(utt: SynthUtterance) -> np.ndarray:
+    """Speak, pad, add noise, resample to 16 kHz and peak-normalise one utterance.
+
+    Args:
+        utt (SynthUtterance): what to render.
+
+    Returns:
+        audio (ndarray): shape `(N,)`, int16 samples at :data:`SAMPLE_RATE` Hz with the peak
+        at 0.9 of full scale; a function of ``utt`` only.
+
+    Raises:
+        espeak.EspeakError: espeak-ng could not speak the text.
+    """
+    speaker = utt.speaker
+    speech = espeak.synthesize(
+        utt.text.lower(), speaker.voice, utt.rate, speaker.pitch, speaker.pitch_range
+    ).astype(np.float64)
+    rate_in = espeak.sample_rate()
+    g = math.gcd(SAMPLE_RATE, rate_in)
+    speech = resample_poly(speech, SAMPLE_RATE // g, rate_in // g)
+    rng = np.random.default_rng([utt.seed, 7004, SPLITS.index(utt.split), utt.index])
+    lead, trail = (int(rng.uniform(*_PAD_SECONDS) * SAMPLE_RATE) for _ in range(2))
+    audio = np.concatenate([np.zeros(lead), speech, np.zeros(trail)])
+    # Coloured noise: white noise through a one-pole low-pass (pole 0 = white, 0.95 = dark).
+    noise = lfilter([1.0], [1.0, -rng.uniform(0.0, 0.95)], rng.standard_normal(audio.shape[0]))
+    snr_db = rng.uniform(*_SNR_DB)
+    speech_power = np.mean(speech**2)
+    noise *= np.sqrt(speech_power / (np.mean(noise**2) * 10 ** (snr_db / 10)))
+    audio += noise
+    audio *= _PEAK / np.max(np.abs(audio))
+    return np.round(audio * 32767).astype(np.int16)
+
+
+def _render_to_file(job: tuple[SynthUtterance, str]) -> tuple[str, Optional[int], Optional[str]]:
+    """Render one utterance to ``path`` atomically; return (utt_id, samples, drop reason)."""
+    utt, path = job
+    try:
+        audio = render_utterance(utt)
+    except espeak.EspeakError as e:
+        return utt.utt_id, None, f"espeak-ng: {e}"
+    tmp = f"{path}.{os.getpid()}.tmp"
+    sf.write(tmp, audio, SAMPLE_RATE, format="FLAC", subtype="PCM_16")
+    os.replace(tmp, path)
+    return utt.utt_id, audio.shape[0], None
+
+
+def _init_worker() -> None:
+    espeak.sample_rate()  # initialise libespeak-ng once in this worker
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _duration_stats(seconds: list[float]) -> dict:
+    if not seconds:
+        return {"hours": 0.0, "min_duration": 0.0, "mean_duration": 0.0, "max_duration": 0.0}
+    return {
+        "hours": round(sum(seconds) / 3600, 4),
+        "min_duration": round(min(seconds), 3),
+        "mean_duration": round(sum(seconds) / len(seconds), 3),
+        "max_duration": round(max(seconds), 3),
+    }
+
+
+def _prepare_split(
+    split_dir: Path, utterances: list[SynthUtterance], pool, progress: bool
+) -> tuple[dict, dict]:
+    """Render the missing utterances of one split, write its trans.txt files and marker.
+
+    Returns the split's statistics (also the marker's content) and what this call rendered.
+    """
+    from tqdm import tqdm
+
+    for stale in split_dir.rglob("*.tmp"):  # left by an interrupted run
+        stale.unlink()
+    samples: dict[str, int] = {}
+    jobs = []
+    for utt in utterances:
+        path = split_dir.parent / utt.relative_path
+        if path.exists():
+            samples[utt.utt_id] = sf.info(str(path)).frames
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            jobs.append((utt, str(path)))
+    dropped: dict[str, str] = {}
+    results = pool.imap_unordered(_render_to_file, jobs, chunksize=4) if pool else map(
+        _render_to_file, jobs)
+    for utt_id, num_samples, reason in tqdm(
+        results, total=len(jobs), desc=split_dir.name, unit="utt", disable=not progress
+    ):
+        if reason is None:
+            samples[utt_id] = num_samples
+        else:
+            dropped[utt_id] = reason
+    chapters: dict[tuple[int, int], list[str]] = {}
+    for utt in utterances:
+        if utt.utt_id in samples:
+            chapters.setdefault((utt.speaker.id, utt.chapter), []).append(
+                f"{utt.utt_id} {utt.text}\n")
+    for (speaker, chapter), lines in chapters.items():
+        _write_atomic(split_dir / str(speaker) / str(chapter) / f"{speaker}-{chapter}.trans.txt",
+                      "".join(sorted(lines)))
+    seconds = [n / SAMPLE_RATE for n in samples.values()]
+    stats = {
+        "utterances": len(samples),
+        "speakers": len({s for s, _ in chapters}),
+        **_duration_stats(seconds),
+        "voices": sorted({u.speaker.voice for u in utterances}),
+        "dropped": len(dropped),
+        "dropped_reasons": dict(sorted(dropped.items())),
+    }
+    _write_atomic(split_dir / ".done", json.dumps(stats, indent=1) + "\n")
+    rendered = [samples[u.utt_id] for u, _ in jobs if u.utt_id in samples]
+    return stats, {"utterances": len(rendered), "seconds": round(sum(rendered) / SAMPLE_RATE, 3)}
+
+
+def prepare_synth(
+    out_dir: Pathlike,
+    num_train: int = 2000,
+    num_dev: int = 200,
+    num_test: int = 200,
+    seed: int = 0,
+    num_workers: int = 2,
+    progress: bool = True,
+) -> dict:
+    """Render the synthetic corpus into ``<out_dir>/LibriSpeech`` (see the module docstring).
+
+    Args:
+        out_dir (Pathlike): output directory; ``LibriSpeech/`` and ``synth_info.json`` go in it.
+        num_train, num_dev, num_test (int): utterances per split.
+        seed (int): corpus seed; the same seed gives a byte-identical corpus.
+        num_workers (int): rendering processes (each initialises espeak-ng once); <= 1 renders
+            in this process.
+        progress (bool): show a tqdm progress bar per split.
+
+    Returns:
+        summary (dict): the content of ``synth_info.json``: the configuration and, per split,
+        ``utterances``, ``speakers``, ``hours``, ``min/mean/max_duration`` (seconds),
+        ``voices``, ``dropped`` (count) and ``dropped_reasons`` (utt_id -> reason); plus
+        ``rendered``: per split, the ``utterances`` and audio ``seconds`` this call rendered
+        (0 for work found done). Only ``rendered`` is left out of ``synth_info.json``, so the
+        files on disk do not depend on how often preparation was resumed.
+
+    Raises:
+        ValueError: ``out_dir`` holds a corpus prepared with a different configuration.
+    """
+    out_dir = Path(out_dir)
+    root = out_dir / "LibriSpeech"
+    root.mkdir(parents=True, exist_ok=True)
+    config = {
+        "seed": seed, "num_train": num_train, "num_dev": num_dev, "num_test": num_test,
+        "generator_version": GENERATOR_VERSION, "synth_version": SYNTH_VERSION,
+        "sample_rate": SAMPLE_RATE,
+    }
+    info_path = out_dir / "synth_info.json"
+    if info_path.exists():
+        previous = json.loads(info_path.read_text())["config"]
+        if previous != config:
+            raise ValueError(
+                f"{out_dir} holds a synthetic corpus made with {previous}, not {config}; "
+                "use another directory or delete it")
+    else:
+        _write_atomic(info_path, json.dumps({"config": config, "complete": False}, indent=1))
+    plan = plan_synth(num_train, num_dev, num_test, seed)
+    splits, rendered = {}, {}
+    todo = [s for s in SPLITS if not (root / s / ".done").exists()]
+    pool = None
+    if todo and num_workers > 1:
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        pool = multiprocessing.get_context(method).Pool(num_workers, initializer=_init_worker)
+    try:
+        for split in SPLITS:
+            marker = root / split / ".done"
+            if split in todo:
+                (root / split).mkdir(exist_ok=True)
+                splits[split], rendered[split] = _prepare_split(
+                    root / split, plan[split], pool, progress)
+            else:
+                splits[split] = json.loads(marker.read_text())
+                rendered[split] = {"utterances": 0, "seconds": 0.0}
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+    info = {
+        "config": config,
+        "complete": True,
+        "total_hours": round(sum(s["hours"] for s in splits.values()), 4),
+        "splits": splits,
+    }
+    _write_atomic(info_path, json.dumps(info, indent=1) + "\n")
+    return {**info, "rendered": rendered}
