@@ -6,6 +6,8 @@ Usage::
     asr-zoo prepare librispeech --root data/librispeech [--download]
     asr-zoo train data=synth data.root=data/synth objective=ctc attention=softmax run_dir=runs/ctc
     asr-zoo eval runs/ctc [--split test] [attention=iclustered ...]
+    asr-zoo align runs/ctc --split train                        # expert alignments for the Imputer
+    asr-zoo train objective=imputer_dp objective.expert=runs/ctc run_dir=runs/dp
     asr-zoo compare runs/* [--out table.md]
     asr-zoo bench attention | rnnt-loss | imputer-loss [--out DIR]
 """
@@ -64,6 +66,13 @@ def _cmd_eval(args) -> int:
     return 0
 
 
+def _cmd_align(args) -> int:
+    from .align.store import align_run
+
+    align_run(Path(args.run_dir), args.split or ["train"], device=args.device)
+    return 0
+
+
 def _cmd_compare(args) -> int:
     from .report.table import collect_rows, markdown_table, write_tables
 
@@ -109,6 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--max-utts", type=int, default=0, help="decode only the first N utterances")
     e.set_defaults(func=_cmd_eval)
 
+    a = sub.add_parser("align", help="store the Viterbi alignments of a CTC run (the Imputer's expert)")
+    a.add_argument("run_dir")
+    a.add_argument("--split", action="append", help="split to align (repeatable; default: train)")
+    a.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    a.set_defaults(func=_cmd_align)
+
     c = sub.add_parser("compare", help="markdown table of runs' results")
     c.add_argument("run_dirs", nargs="+")
     c.add_argument("--split", help="only this split")
@@ -144,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     logging.getLogger("asr_zoo").addHandler(handler)
-    if args.command in ("train", "eval"):
+    if args.command in ("train", "eval", "align"):
         import lightning.pytorch  # noqa: F401  (it sets its own log level on import)
 
         logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # keep the console to what matters
@@ -155,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (ConfigError, BadUtterance, FileNotFoundError) as e:
+    except (ConfigError, BadUtterance, FileNotFoundError, ValueError, KeyError) as e:
         print(f"asr-zoo: error: {e}", file=sys.stderr)
         return 2
 

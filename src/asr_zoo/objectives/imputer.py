@@ -1,0 +1,129 @@
+"""Imputer (Chan et al. 2020): CTC-style frame predictions conditioned on a partial alignment.
+
+The encoder input gets embeddings of ã — the expert's Viterbi alignment, shifted by up to
+``max_shift`` frames and masked by a policy — added after the front-end (the encoder's ``extra``).
+Two losses share one module:
+
+* ``imputer_im``: per-frame cross-entropy against the (noisy) expert alignment (Eq. 10);
+* ``imputer_dp``: -log Σ over CTC alignments of the transcript that agree with every unmasked
+  token of ã (Eq. 11), computed exactly on the native CTC kernels (``imputer_dp_loss``).
+
+Decoding starts from all-MASK and commits one slot per block per iteration (``imputer_decode``).
+Legend: B batch, T' encoder frames, V vocabulary incl. blank; MASK id = V.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..align.rollin import MASKING_POLICIES, fill_masked, rollin
+from ..align.store import load_alignments
+from ..data.tokenizer import BLANK_ID
+from ..decoding.imputer import DECODING_STRATEGIES, collapse_alignments, imputer_decode
+from ..losses.imputer_dp import MASKED, imputer_dp_loss
+from .base import ASRModule, ObjectiveConfig
+from .ctc import ctc_length_filter
+from .registry import OBJECTIVES
+
+__all__ = ["ImputerConfig", "ImputerModule"]
+
+
+@dataclass
+class ImputerConfig(ObjectiveConfig):
+    name: str = "imputer_dp"  # imputer_dp | imputer_im (the loss)
+    expert: str = ""  # run directory of the CTC expert (after `asr-zoo align EXPERT`)
+    init_from_expert: bool = True  # start from the expert's encoder + head (alignment embedding at 0)
+    block_size: int = 8  # training block size B (block masking policy)
+    masking: str = "block"  # block | bernoulli | uniform
+    max_shift: int = 1  # roll-in shift noise in frames (0 disables it)
+    decode_block_size: int = 0  # inference B (0: same as block_size; 1: one-shot, CTC-like)
+    decode_strategy: str = "default"  # default | alternate_subblock | rightmost_last | topk
+
+
+class ImputerModule(ASRModule):
+    def __init__(self, config: dict, vocab_size: int, feature_dim: int):
+        super().__init__(config, vocab_size, feature_dim)
+        o = self.cfg.objective
+        if o.masking not in MASKING_POLICIES:
+            raise ValueError(f"objective.masking={o.masking!r}; valid choices: {', '.join(MASKING_POLICIES)}")
+        if o.decode_strategy not in DECODING_STRATEGIES:
+            raise ValueError(f"objective.decode_strategy={o.decode_strategy!r}; "
+                             f"valid choices: {', '.join(DECODING_STRATEGIES)}")
+        self.mask_id = vocab_size
+        self.align_embed = nn.Embedding(vocab_size + 1, self.cfg.encoder.d_model)  # tokens + blank + MASK
+        self.head = nn.Linear(self.cfg.encoder.d_model, vocab_size)
+        self.alignments: dict[str, torch.Tensor] = {}
+
+    @classmethod
+    def utterance_filter(cls, cfg):
+        return ctc_length_filter
+
+    def prepare_from_config(self, dm) -> None:
+        """Load the expert's training alignments (and weights): called by ``train`` before fitting."""
+        o = self.cfg.objective
+        if not o.expert:
+            raise ValueError(f"objective={o.name} needs objective.expert=CTC_RUN_DIR (a CTC run aligned "
+                             "with `asr-zoo align CTC_RUN_DIR --split train`)")
+        subsampling = f"{self.cfg.encoder.frontend}/x4"
+        for split in self.cfg.data.train_splits:
+            self.alignments.update(load_alignments(Path(o.expert), split, self.tokenizer.model_proto, subsampling))
+        if o.init_from_expert:
+            ckpt = torch.load(Path(o.expert) / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
+            state = {k: v for k, v in ckpt["state_dict"].items() if k.startswith(("encoder.", "head."))}
+            missing = self.load_state_dict(state, strict=False).missing_keys
+            if [k for k in missing if not k.startswith("align_embed.")]:
+                raise ValueError(f"expert {o.expert} has a different encoder/head: missing {missing[:5]}")
+            nn.init.zeros_(self.align_embed.weight)  # the Imputer starts as exactly the expert CTC model
+
+    def frame_log_probs(self, batch: dict, alignment: torch.Tensor):
+        """log p(a_t | ã, x) `(B, T', V)` given the model input ã `(B, T')` (MASK = V)."""
+        extra = self.align_embed(alignment)
+        enc, lengths = self.encode(batch, extra)
+        return self.head(enc).log_softmax(-1), lengths
+
+    def _expert_batch(self, batch: dict, num_frames: int, lengths: torch.Tensor) -> torch.Tensor:
+        ali = torch.full((len(batch["ids"]), num_frames), BLANK_ID, dtype=torch.long)
+        for b, utt in enumerate(batch["ids"]):
+            a = self.alignments.get(utt)
+            if a is None:
+                raise KeyError(f"no expert alignment for training utterance {utt}")
+            if len(a) != int(lengths[b]):
+                raise ValueError(f"expert alignment of {utt} has {len(a)} frames, the encoder gives {int(lengths[b])}")
+            ali[b, : len(a)] = a.long()
+        return ali.to(lengths.device)
+
+    def compute_loss(self, batch: dict):
+        o = self.cfg.objective
+        lengths = self.encoder.output_lengths(batch["feat_lens"])
+        T, B = int(lengths.max()), len(batch["ids"])
+        valid = torch.arange(T, device=lengths.device)[None] < lengths[:, None]  # (B, T')
+        if self.training:
+            expert = self._expert_batch(batch, T, lengths)
+            options = {"block_size": o.block_size} if o.masking == "block" else {}
+            noisy, mask = rollin(expert, lengths, o.masking, o.max_shift, BLANK_ID, **options)
+        else:  # validation: dev has no expert alignment; score the all-MASK input (first decoding step)
+            noisy, mask = torch.full_like(valid, BLANK_ID, dtype=torch.long), valid
+        lp, lengths = self.frame_log_probs(batch, fill_masked(noisy, mask, self.mask_id))
+        if o.name == "imputer_im" and self.training:
+            nll = -lp.float().gather(-1, noisy[..., None]).squeeze(-1)  # (B, T')
+            return (nll * valid).sum() / B, {}
+        observed = fill_masked(noisy, mask, MASKED)
+        loss, infeasible = imputer_dp_loss(lp.float(), batch["tokens"], lengths, batch["token_lens"], observed,
+                                           blank=BLANK_ID, reduction="sum", return_infeasible=True)
+        return loss / B, {"infeasible": infeasible.float().sum()}
+
+    def decode(self, batch: dict):
+        o = self.cfg.objective
+        lengths = self.encoder.output_lengths(batch["feat_lens"])
+        block = o.decode_block_size or o.block_size
+        ali, steps = imputer_decode(lambda a: self.frame_log_probs(batch, a)[0], lengths, block,
+                                    o.decode_strategy, mask_id=self.mask_id, blank=BLANK_ID)
+        return collapse_alignments(ali, lengths, BLANK_ID), [steps] * len(batch["ids"])
+
+
+OBJECTIVES.register("imputer_dp", config=ImputerConfig)(ImputerModule)
+OBJECTIVES.register("imputer_im", config=ImputerConfig)(ImputerModule)
