@@ -43,3 +43,16 @@ bench: venv
 
 clean:
 	rm -rf $(RUNS) build
+
+# ---- recipes (staged, resumable; see recipes/*/run.sh) ----------------------------------------
+# ASR_ZOO / RECIPE_DEPS let the tests drive the same targets with an existing environment.
+LIBRISPEECH ?=
+ASR_ZOO ?= $(BIN)/asr-zoo
+RECIPE_DEPS ?= venv
+.PHONY: recipe-synth-imputer recipe-librispeech-imputer
+recipe-synth-imputer: $(RECIPE_DEPS)
+	ASR_ZOO="$(ASR_ZOO)" DATA=$(DATA) bash recipes/synth/run.sh
+
+recipe-librispeech-imputer: $(RECIPE_DEPS)
+	@test -n "$(LIBRISPEECH)" || { echo "usage: make recipe-librispeech-imputer LIBRISPEECH=/dir/holding/LibriSpeech"; exit 2; }
+	ASR_ZOO="$(ASR_ZOO)" bash recipes/librispeech/run.sh --root $(LIBRISPEECH)

@@ -4,7 +4,7 @@ import math
 import torch
 
 from asr_zoo.decoding.ctc import collapse_ctc, ctc_greedy_decode, ctc_prefix_beam_search
-from asr_zoo.objectives.ctc import ctc_min_frames
+from asr_zoo.decoding.ctc import ctc_min_frames
 
 
 def _brute_force_best_labeling(lp: torch.Tensor, blank: int = 0):
@@ -42,5 +42,5 @@ def test_prefix_beam_beats_greedy_where_paths_split():
 
 
 def test_ctc_min_frames_counts_repeats():
-    assert ctc_min_frames([5, 5, 6, 6, 6]) == 5 + 3
-    assert ctc_min_frames([]) == 0
+    targets = torch.tensor([[5, 5, 6, 6, 6], [7, 7, 0, 0, 0]])
+    assert ctc_min_frames(targets, torch.tensor([5, 1])).tolist() == [5 + 3, 1]  # padding never counts

@@ -9,7 +9,7 @@ Usage::
     asr-zoo align runs/ctc --split train                        # expert alignments for the Imputer
     asr-zoo train objective=imputer_dp objective.expert=runs/ctc run_dir=runs/dp
     asr-zoo compare runs/* [--out table.md]
-    asr-zoo bench attention | rnnt-loss | imputer-loss [--out DIR]
+    asr-zoo bench attention | rnnt-loss | imputer-loss | seq2seq-decode [--out DIR]
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ BENCHES = {
     "attention": "asr_zoo.bench.attention",
     "rnnt-loss": "asr_zoo.bench.rnnt_loss",
     "imputer-loss": "asr_zoo.bench.imputer_loss",
+    "seq2seq-decode": "asr_zoo.bench.seq2seq_decode",
 }
 
 
@@ -69,7 +70,7 @@ def _cmd_eval(args) -> int:
 def _cmd_align(args) -> int:
     from .align.store import align_run
 
-    align_run(Path(args.run_dir), args.split or ["train"], device=args.device)
+    align_run(Path(args.run_dir), args.split, device=args.device)
     return 0
 
 
@@ -120,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     a = sub.add_parser("align", help="store the Viterbi alignments of a CTC run (the Imputer's expert)")
     a.add_argument("run_dir")
-    a.add_argument("--split", action="append", help="split to align (repeatable; default: train)")
+    a.add_argument("--split", action="append", help="split to align (repeatable; default: the run's training splits)")
     a.add_argument("--device", default="cuda" if _cuda() else "cpu")
     a.set_defaults(func=_cmd_align)
 

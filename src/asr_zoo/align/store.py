@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from ..data.datamodule import ASRDataset
 from ..data.prepare import PreparedData
-from ..objectives.ctc import ctc_min_frames
+from ..decoding.ctc import ctc_min_frames
 from ..utils import atomic_replace, atomic_write_json, read_json
 from .viterbi import collapse_alignments, ctc_viterbi
 
@@ -35,8 +35,9 @@ def _subsampling(cfg) -> str:
 
 
 @torch.inference_mode()
-def align_run(run_dir: Path, splits: list[str], device: str = "cpu", max_duration: float = 200.0) -> dict:
-    """Align every utterance of ``splits`` with the CTC run in ``run_dir``; returns a report.
+def align_run(run_dir: Path, splits: list[str] | None = None, device: str = "cpu", max_duration: float = 200.0) -> dict:
+    """Align every utterance of ``splits`` (default: the run's training splits) with the CTC run
+    in ``run_dir``; returns a report.
 
     Utterances whose encoder output is too short for their labels cannot be aligned and are
     reported (never silently dropped). Finished splits are skipped on rerun.
@@ -52,7 +53,7 @@ def align_run(run_dir: Path, splits: list[str], device: str = "cpu", max_duratio
     pointer = run_dir / "alignments.json"
     index = read_json(pointer) if pointer.exists() else {"dir": str(out_dir), "splits": {}}
     data = PreparedData(cfg.data)
-    for split in splits:
+    for split in splits or list(cfg.data.train_splits):
         path = out_dir / f"{split}.pt"
         if path.exists() and split in index["splits"]:
             print(f"{split}: alignments exist ({path})")
@@ -65,8 +66,7 @@ def align_run(run_dir: Path, splits: list[str], device: str = "cpu", max_duratio
             batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in dataset[cut_batch].items()}
             lp, lengths = module.log_probs(batch)
             tokens, token_lens = batch["tokens"], batch["token_lens"]
-            need = torch.tensor([ctc_min_frames(tokens[b, :n].tolist()) for b, n in enumerate(token_lens.tolist())],
-                                device=lengths.device)
+            need = ctc_min_frames(tokens, token_lens)
             ok = need <= lengths
             for b in (~ok).nonzero().flatten().tolist():
                 unaligned.append({"id": batch["ids"][b], "reason": f"{int(lengths[b])} frames < {int(need[b])} needed"})

@@ -11,7 +11,23 @@ from collections import defaultdict
 import torch
 from torch import Tensor
 
-__all__ = ["ctc_greedy_decode", "ctc_prefix_beam_search", "collapse_ctc"]
+__all__ = ["ctc_greedy_decode", "ctc_prefix_beam_search", "collapse_ctc", "ctc_min_frames"]
+
+
+def ctc_min_frames(targets: Tensor, target_lengths: Tensor) -> Tensor:
+    """Fewest frames a CTC alignment of each target needs: U + number of adjacent repeats
+    (a blank must separate repeated labels).
+
+    Args:
+        targets (Tensor): shape `(B, S)`.
+        target_lengths (Tensor): shape `(B,)`.
+
+    Returns:
+        Tensor: shape `(B,)`, int64.
+    """
+    pos = torch.arange(1, targets.shape[1], device=targets.device)  # (S-1,)
+    repeat = (targets[:, 1:] == targets[:, :-1]) & (pos < target_lengths[:, None])  # (B, S-1)
+    return target_lengths + repeat.sum(1)
 
 
 def collapse_ctc(frames: Tensor, lengths: Tensor, blank: int = 0) -> list[list[int]]:

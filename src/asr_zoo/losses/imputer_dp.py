@@ -39,6 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..decoding.ctc import ctc_min_frames
+
 __all__ = ["imputer_dp_loss", "MASKED"]
 
 MASKED = -1
@@ -49,21 +51,6 @@ MASKED = -1
 # utterance with at least one observed frame has a CTC value >= 1 > 0, while an infeasible
 # one has +inf, which ``zero_infinity`` turns into exactly 0: infeasible <=> value == 0.
 _ONE_HOT_LOG = -1.0
-
-
-def _min_frames(targets: Tensor, target_lengths: Tensor) -> Tensor:
-    """Fewest frames a CTC alignment of each target needs: U + number of adjacent repeats.
-
-    Args:
-        targets (Tensor): shape `(B, S)`.
-        target_lengths (Tensor): shape `(B,)`.
-
-    Returns:
-        Tensor: shape `(B,)`, int64.
-    """
-    pos = torch.arange(1, targets.shape[1], device=targets.device)  # (S-1,)
-    repeat = (targets[:, 1:] == targets[:, :-1]) & (pos < target_lengths[:, None])  # (B, S-1)
-    return target_lengths + repeat.sum(1)
 
 
 class _ForceObserved(torch.autograd.Function):
@@ -166,7 +153,7 @@ def imputer_dp_loss(
         blank=blank, reduction="none", zero_infinity=True,
     )  # (B,)
     num_observed = is_observed.sum(1)  # (B,)
-    too_short = input_lengths < _min_frames(targets, target_lengths)
+    too_short = input_lengths < ctc_min_frames(targets, target_lengths)
     infeasible = torch.where(num_observed > 0, ctc == 0, too_short)  # (B,)
 
     # ctc == ctc_loss(lp') - num_observed * _ONE_HOT_LOG; fold the correction in here.

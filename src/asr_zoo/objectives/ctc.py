@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..data.tokenizer import BLANK_ID
-from ..decoding.ctc import ctc_greedy_decode, ctc_prefix_beam_search
+from ..decoding.ctc import ctc_greedy_decode, ctc_min_frames, ctc_prefix_beam_search
 from ..nn.frontend import subsampled_lengths
 from .base import ASRModule, ObjectiveConfig
 from .registry import OBJECTIVES
 
-__all__ = ["CTCConfig", "CTCModule", "ctc_min_frames"]
+__all__ = ["CTCConfig", "CTCModule", "ctc_length_filter"]
 
 
 @dataclass
@@ -23,13 +24,9 @@ class CTCConfig(ObjectiveConfig):
     beam_size: int = 8  # prefix beam width
 
 
-def ctc_min_frames(ids: list[int]) -> int:
-    """Frames CTC needs for a label sequence: one per label plus a blank between repeats."""
-    return len(ids) + sum(a == b for a, b in zip(ids, ids[1:]))
-
-
 def ctc_length_filter(num_frames: int, ids: list[int]):
-    have, need = int(subsampled_lengths(num_frames)), ctc_min_frames(ids)
+    have = int(subsampled_lengths(num_frames))
+    need = int(ctc_min_frames(torch.tensor([ids]), torch.tensor([len(ids)]))[0])
     return None if have >= need else f"too short for CTC: {have} encoder frames < {need} needed by its labels"
 
 

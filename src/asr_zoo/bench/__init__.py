@@ -1,0 +1,1 @@
+"""Benchmarks behind ``asr-zoo bench NAME``: each module has ``add_arguments(parser)`` and ``run(args)``."""
