@@ -9,7 +9,7 @@ import itertools
 import pytest
 import torch
 
-from asr_zoo.bench.rnnt_loss import peak_memory_bytes
+from asr_zoo.bench.memory import peak_memory_bytes
 from asr_zoo.losses import rnnt as rnnt_module
 from asr_zoo.losses.rnnt import rnnt_loss, rnnt_loss_reference
 

@@ -39,9 +39,10 @@ from pathlib import Path
 
 import torch
 
+from asr_zoo.bench.memory import peak_memory_bytes
 from asr_zoo.nn.attention import ATTENTION, build_attention
 
-__all__ = ["add_arguments", "clustered_queries", "main", "peak_memory_bytes", "run"]
+__all__ = ["add_arguments", "clustered_queries", "main", "run"]
 
 LENGTHS = (256, 512, 1024, 2048, 4096, 8192)
 HEADS, HEAD_DIM = 4, 64
@@ -96,34 +97,6 @@ def clustered_queries(n: int, centres: int = 32, noise: float = 0.1, seed: int =
     q = q + noise * torch.randn(1, HEADS, n, HEAD_DIM, generator=g)
     k, v = (torch.randn(1, HEADS, n, HEAD_DIM, generator=g) for _ in range(2))
     return q.to(device), k.to(device), v.to(device)
-
-
-def peak_memory_bytes(fn, device: torch.device | str = "cpu") -> int:
-    """Peak bytes allocated while ``fn()`` runs, above what was allocated when it started.
-
-    Args:
-        fn: a callable without arguments.
-        device: CUDA uses the caching allocator's statistics, CPU the profiler's allocation events.
-    """
-    device = torch.device(device)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        start = torch.cuda.memory_allocated(device)
-        fn()
-        torch.cuda.synchronize(device)
-        return torch.cuda.max_memory_allocated(device) - start
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    changes = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
-                     if e.name() == "[memory]")
-    current = peak = 0
-    for _, size in changes:
-        current += size
-        peak = max(peak, current)
-    return peak
 
 
 def main(argv: list[str] | None = None) -> int:

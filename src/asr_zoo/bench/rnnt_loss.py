@@ -30,9 +30,10 @@ from pathlib import Path
 
 import torch
 
+from asr_zoo.bench.memory import peak_memory_bytes
 from asr_zoo.losses.rnnt import rnnt_loss, rnnt_loss_reference
 
-__all__ = ["SHAPES", "add_arguments", "run", "peak_memory_bytes", "main"]
+__all__ = ["SHAPES", "add_arguments", "run", "main"]
 
 SHAPES = ((16, 100, 40, 256), (8, 400, 100, 500))  # (B, T, U, V)
 IMPLEMENTATIONS = {"ours": rnnt_loss, "reference": rnnt_loss_reference}
@@ -72,43 +73,6 @@ def run(args: argparse.Namespace) -> int:
     (args.out / "rnnt_loss.md").write_text(table)
     print(table)
     return 0
-
-
-def peak_memory_bytes(fn, device: torch.device | str = "cpu") -> int:
-    """Peak bytes allocated while ``fn()`` runs, above what was allocated when it started.
-
-    Args:
-        fn: a callable without arguments.
-        device: where ``fn`` allocates: CUDA uses the caching allocator's statistics, CPU the
-            profiler's allocation events (``torch.profiler``, ``profile_memory=True``).
-    """
-    device = torch.device(device)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        start = torch.cuda.memory_allocated(device)
-        fn()
-        torch.cuda.synchronize(device)
-        return torch.cuda.max_memory_allocated(device) - start
-    if device.type != "cpu":
-        raise ValueError(f"peak memory is measured on cpu or cuda, not {device}")
-    from torch._C._profiler import _EventType
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    changes = []
-    stack = list(prof.profiler.kineto_results.experimental_event_tree())
-    while stack:
-        node = stack.pop()
-        if node.tag == _EventType.Allocation:
-            changes.append((node.start_time_ns, node.extra_fields.alloc_size))
-        stack.extend(node.children)
-    current = peak = 0
-    for _, size in sorted(changes):
-        current += size
-        peak = max(peak, current)
-    return peak
 
 
 def main(argv: list[str] | None = None) -> int:
