@@ -2,7 +2,6 @@
 
 import json
 
-import pytest
 
 from asr_zoo.cli import main
 from conftest import tiny_train_args

@@ -48,7 +48,6 @@ def load_run(run_dir: Path, overrides: list[str] = (), checkpoint: str = "best",
         raise FileNotFoundError(f"{ckpt_path} does not exist (checkpoints: {have or 'none'}); train the run first")
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
     hp = ckpt["hyper_parameters"]
-    from omegaconf import OmegaConf
 
     module = build_module(cfg, hp["vocab_size"], hp["feature_dim"])
     module.load_state_dict(ckpt["state_dict"])

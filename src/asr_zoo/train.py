@@ -62,7 +62,7 @@ def _check_resume_config(cfg: DictConfig, run_dir: Path) -> None:
         return
     saved = OmegaConf.to_container(load_config(saved_path), resolve=True)
     new = OmegaConf.to_container(cfg, resolve=True)
-    diff = [k for k in new if k != "trainer" and new[k] != saved.get(k)]
+    diff = [k for k in new if k not in ("trainer", "run_dir") and new[k] != saved.get(k)]
     if diff:
         raise ConfigError(
             f"{run_dir} already holds a run with a different config (sections {diff}); "

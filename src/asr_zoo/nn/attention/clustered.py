@@ -95,7 +95,6 @@ def cluster_queries(
     with torch.no_grad(), torch.autocast(dev.type, enabled=False):
         planes = torch.randn(bits, E + 1, device=dev, generator=generator)
         codes = hash_queries(q.reshape(G, N, E).float(), planes)  # (G, N, W) float32, ±1
-        W = codes.shape[-1]
         valid = torch.ones(B, N, dtype=torch.bool, device=dev) if pad_mask is None else ~pad_mask
         valid = valid[:, None].expand(B, H, N).reshape(G, N)
         lengths = valid.sum(-1)  # (G,)
