@@ -29,7 +29,7 @@ data: venv
 	$(BIN)/asr-zoo prepare synth --out $(DATA)
 
 demo: data
-	$(BIN)/asr-zoo train data=synth data.root=$(DATA) objective=ctc attention=softmax trainer=demo run_dir=$(DEMO_RUN) $(DEMO_ARGS)
+	$(BIN)/asr-zoo train data=synth data.root=$(DATA) objective=ctc encoder=conformer attention=softmax trainer=demo run_dir=$(DEMO_RUN) $(DEMO_ARGS)
 	$(BIN)/asr-zoo eval $(DEMO_RUN) --split test
 	$(BIN)/asr-zoo compare $(DEMO_RUN) --out $(RUNS)/demo-table
 
@@ -49,9 +49,14 @@ clean:
 LIBRISPEECH ?=
 ASR_ZOO ?= $(BIN)/asr-zoo
 RECIPE_DEPS ?= venv
-.PHONY: recipe-synth-imputer recipe-librispeech-imputer
+OBJECTIVES ?= ctc rnnt seq2seq
+ATTENTIONS ?= softmax
+.PHONY: recipe-synth-imputer recipe-synth-matrix recipe-librispeech-imputer
 recipe-synth-imputer: $(RECIPE_DEPS)
-	ASR_ZOO="$(ASR_ZOO)" DATA=$(DATA) bash recipes/synth/run.sh
+	ASR_ZOO="$(ASR_ZOO)" DATA=$(DATA) EXPERT=$(DEMO_RUN) bash recipes/synth/run.sh
+
+recipe-synth-matrix: $(RECIPE_DEPS)
+	ASR_ZOO="$(ASR_ZOO)" DATA=$(DATA) OBJECTIVES="$(OBJECTIVES)" ATTENTIONS="$(ATTENTIONS)" bash recipes/synth/matrix.sh
 
 recipe-librispeech-imputer: $(RECIPE_DEPS)
 	@test -n "$(LIBRISPEECH)" || { echo "usage: make recipe-librispeech-imputer LIBRISPEECH=/dir/holding/LibriSpeech"; exit 2; }

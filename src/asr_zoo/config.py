@@ -85,6 +85,7 @@ class EncoderConfig:
     ffn_dim: int = 576
     dropout: float = 0.1
     pre_ln: bool = True  # pre-LayerNorm (stable) or post-LayerNorm (the thesis' choice)
+    scale_input: bool = True  # multiply the front-end output by sqrt(d_model) before adding positions
     conv_kernel: int = 15  # depthwise kernel of the Conformer convolution module
 
 

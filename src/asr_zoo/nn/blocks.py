@@ -16,11 +16,12 @@ __all__ = ["FeedForward", "TransformerBlock", "ConformerBlock", "SinusoidalPosit
 
 
 class SinusoidalPositionalEncoding(nn.Module):
-    """x * sqrt(D) + PE[:N] (Vaswani et al.), computed on the fly for any length."""
+    """x * sqrt(D) + PE[:N] (Vaswani et al.; or x + PE[:N] without ``scale``), any length."""
 
-    def __init__(self, d_model: int, dropout: float = 0.0):
+    def __init__(self, d_model: int, dropout: float = 0.0, scale: bool = True):
         super().__init__()
         self.d_model, self.dropout = d_model, nn.Dropout(dropout)
+        self.scale = math.sqrt(d_model) if scale else 1.0
 
     def forward(self, x: Tensor, offset: int = 0) -> Tensor:
         """x: `(B, N, D)` -> `(B, N, D)`."""
@@ -29,7 +30,7 @@ class SinusoidalPositionalEncoding(nn.Module):
         div = torch.exp(torch.arange(0, D, 2, device=x.device, dtype=torch.float32) * (-math.log(10000.0) / D))
         pe = torch.zeros(N, D, device=x.device)
         pe[:, 0::2], pe[:, 1::2] = torch.sin(pos * div), torch.cos(pos * div)
-        return self.dropout(x * math.sqrt(D) + pe.to(x.dtype))
+        return self.dropout(x * self.scale + pe.to(x.dtype))
 
 
 class FeedForward(nn.Sequential):

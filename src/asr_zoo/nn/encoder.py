@@ -29,7 +29,7 @@ class Encoder(nn.Module):
         D = cfg.d_model
         self.d_model = D
         self.frontend = ConvFrontend(in_dim, D, cfg.frontend_channels, cfg.frontend)
-        self.pos = SinusoidalPositionalEncoding(D, cfg.dropout)
+        self.pos = SinusoidalPositionalEncoding(D, cfg.dropout, cfg.scale_input)
 
         def block():
             attn = build_attention(attention_cfg, D, cfg.num_heads)
