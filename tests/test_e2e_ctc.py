@@ -16,6 +16,8 @@ def test_train_eval_compare(tiny_corpus, tmp_path, capsys):
     assert (run / "config.yaml").exists() and (run / "checkpoints" / "last.ckpt").exists()
     summary = json.loads((run / "train_summary.json").read_text())
     assert summary["steps"] == 4 and summary["objective"] == "ctc"
+    # training stopped mid-epoch: the final weights are validated and compete for best.ckpt
+    assert summary["best_checkpoint"] == "best by dev WER" and summary["best_val_wer"] is not None
 
     assert main(["eval", str(run), "--split", "test", "--device", "cpu"]) == 0
     result = json.loads((run / "results" / "test.json").read_text())
@@ -64,6 +66,6 @@ def test_eval_of_missing_run_is_a_clear_error(tmp_path, capsys):
 def test_swap_attention_at_eval_records_override(tiny_corpus, tmp_path):
     run = tmp_path / "swap"
     assert main(tiny_train_args(tiny_corpus, run, "trainer.max_steps=1")) == 0
-    assert main(["eval", str(run), "attention=linear", "--max-utts", "2"]) == 0
+    assert main(["eval", str(run), "--max-utts", "2", "attention=linear"]) == 0  # overrides after options
     result = json.loads((run / "results" / "test@attention=linear.json").read_text())
     assert result["attention"] == "linear" and result["overrides"] == ["attention=linear"]

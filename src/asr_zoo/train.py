@@ -39,10 +39,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 class EpochTimer(Callback):
-    """Records the wall-clock seconds of every training epoch (for time-per-epoch tables)."""
+    """Records the wall-clock seconds of every training epoch (for time-per-epoch tables) and the
+    step of the last validation."""
 
     def __init__(self):
         self.durations: list[float] = []
+        self.validated_step = -1
+
+    def on_validation_end(self, trainer, pl_module):
+        self.validated_step = trainer.global_step
 
     def on_train_epoch_start(self, trainer, pl_module):
         self._t0 = time.perf_counter()
@@ -120,10 +125,17 @@ def train(cfg: DictConfig) -> Path:
     last = ckpt_dir / "last.ckpt"
     t0 = time.perf_counter()
     trainer.fit(model, dm, ckpt_path=str(last) if last.exists() else None)
+    best = ckpt_dir / "best.ckpt"
+    best_wer = float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None
+    if timer.validated_step != trainer.global_step and trainer.global_step > 0:
+        # the final weights were never validated (max_steps ended mid-interval): validate them now
+        wer = trainer.validate(model, datamodule=dm, verbose=False)[0]["val/wer"]
+        if best_wer is None or wer < best_wer:
+            trainer.save_checkpoint(best)
+            best_wer = wer
     if trainer.global_rank == 0:
-        best = ckpt_dir / "best.ckpt"
         validated = best.exists()
-        if not validated:  # training ended before any validation: the last weights are the best we know
+        if not validated:  # no validation ran at all: the last weights are the best we know
             shutil.copyfile(last, best)
         summary = {
             "objective": cfg.objective.name, "attention": cfg.attention.name,
@@ -131,7 +143,7 @@ def train(cfg: DictConfig) -> Path:
             "steps": trainer.global_step, "epochs": trainer.current_epoch,
             "train_time_s": round(time.perf_counter() - t0, 1),
             "time_per_epoch_s": round(sum(timer.durations) / max(1, len(timer.durations)), 2),
-            "best_val_wer": float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None,
+            "best_val_wer": best_wer,
             "best_checkpoint": "best by dev WER" if validated else "copy of last (no validation ran)",
         }
         atomic_write_json(done, summary)
