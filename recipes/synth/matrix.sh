@@ -20,6 +20,7 @@ threads=$(( $(nproc) / PARALLEL )); [ $threads -ge 1 ] || threads=1
 log() { echo "$(date '+%H:%M:%S') [recipe-synth-matrix] $*"; }
 
 $ASR_ZOO prepare synth --out "$DATA" ${PREPARE_ARGS:-}
+mkdir -p "$RUNS"
 runs=()
 for objective in $OBJECTIVES; do
   for attention in $ATTENTIONS; do

@@ -39,7 +39,9 @@ def _cmd_prepare(args) -> int:
 
         summary = prepare_synth(Path(args.out), num_train=args.num_train, num_dev=args.num_dev,
                                 num_test=args.num_test, seed=args.seed, num_workers=args.workers)
-        print(summary if isinstance(summary, str) else "\n".join(f"{k}: {v}" for k, v in summary.items()))
+        for split, st in summary["splits"].items():
+            print(f"{split}: {st['utterances']} utterances, {st['hours']:.2f} h, {st['speakers']} speakers, "
+                  f"{st['dropped']} dropped ({args.out}/synth_info.json has the details)")
         prepare_librispeech(Path(args.out), on_bad=args.on_bad)
     else:
         from .data.librispeech import download_librispeech, prepare_librispeech
