@@ -24,7 +24,7 @@ from .data.datamodule import ASRDataModule
 from .objectives import OBJECTIVES
 from .utils import atomic_write_json, read_json
 
-__all__ = ["train", "build_module", "AtomicCheckpointIO"]
+__all__ = ["train", "build_module", "resolve_run_dir", "AtomicCheckpointIO"]
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -75,9 +75,22 @@ def _check_resume_config(cfg: DictConfig, run_dir: Path) -> None:
         )
 
 
+def resolve_run_dir(cfg: DictConfig) -> Path:
+    """``run_dir`` with ``{objective}``, ``{attention}``, ``{encoder}``, ``{data}`` and ``{seed}``
+    filled in, so one sweep command line names each run by its choices.
+
+    >>> from asr_zoo.config import compose
+    >>> str(resolve_run_dir(compose(["run_dir=runs/{objective}-{attention}", "attention=linear"])))
+    'runs/ctc-linear'
+    """
+    return Path(cfg.run_dir.format(objective=cfg.objective.name, attention=cfg.attention.name,
+                                   encoder=cfg.encoder.name, data=cfg.data.name, seed=cfg.seed))
+
+
 def train(cfg: DictConfig) -> Path:
     """Train (or resume) the run described by ``cfg``; returns the run directory."""
-    run_dir = Path(cfg.run_dir)
+    run_dir = resolve_run_dir(cfg)
+    cfg.run_dir = str(run_dir)
     done = run_dir / "train_summary.json"
     if done.exists():
         print(f"{run_dir}: training already finished (delete {done} to train again)")
