@@ -67,6 +67,10 @@ class PreparedData:
 
     # -- stage 2: features --------------------------------------------------------------------
     def features(self, split: str, num_jobs: int = 2) -> CutSet:
+        """Cuts of ``split`` with fbank attached (extracted on first use)."""
+        return CutSet.from_file(self._ensure_features(split, num_jobs))
+
+    def _ensure_features(self, split: str, num_jobs: int) -> Path:
         path = self.feat_dir / f"{split}_cuts.jsonl.gz"
         if not path.exists():
             cuts = self.manifest(split)
@@ -77,11 +81,14 @@ class PreparedData:
                 storage_type=LilcomChunkyWriter, progress_bar=True,
             )
             _save_cuts(with_feats, path)
-        return CutSet.from_file(path)
+        return path
+
+    def _cmvn_path(self) -> Path:
+        return self.feat_dir / f"cmvn_{'+'.join(self.cfg.train_splits)}.pt"
 
     def cmvn(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Global per-dimension mean and std `(F,)` of the training splits' fbank."""
-        path = self.feat_dir / f"cmvn_{'+'.join(self.cfg.train_splits)}.pt"
+        path = self._cmvn_path()
         if not path.exists():
             total, sq, n = 0.0, 0.0, 0
             for split in self.cfg.train_splits:
@@ -110,8 +117,11 @@ class PreparedData:
         return Tokenizer.load(path)
 
     def prepare(self, eval_splits: tuple[str, ...] = (), num_jobs: int = 2) -> None:
-        """Run every stage needed for training (and for ``eval_splits``)."""
+        """Run every missing stage needed for training (and for ``eval_splits``); finished stages
+        cost only an existence check (Lightning calls this again at ``fit``)."""
         for split in dict.fromkeys([*self.cfg.train_splits, self.cfg.dev_split, *eval_splits]):
-            self.features(split, num_jobs)
-        self.cmvn()
-        self.tokenizer()
+            self._ensure_features(split, num_jobs)
+        if not self._cmvn_path().exists():
+            self.cmvn()
+        if not self.tokenizer_path().exists():
+            self.tokenizer()
