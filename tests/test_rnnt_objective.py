@@ -120,6 +120,26 @@ def test_loss_reductions_agree():
     torch.testing.assert_close(per_token, total / 7)
 
 
+def test_auxiliary_ctc_loss_is_weighted_with_the_transducer_loss():
+    """loss = (1 - w) L_rnnt + w L_ctc, both per utterance; w = 0 builds no CTC head at all."""
+    batch = tiny_batch()
+    plain = make_module("objective.ctc_weight=0")
+    assert plain.ctc_head is None and plain.utterance_filter(plain.cfg) is None
+    hybrid = make_module("objective.ctc_weight=0.25")
+    hybrid.load_state_dict(plain.state_dict(), strict=False)  # same encoder, predictor and joiner
+    loss, extra = hybrid.compute_loss(batch)
+    enc, lens = hybrid.encode(batch)
+    lp = hybrid.ctc_head(enc).log_softmax(-1)
+    ctc = torch.nn.functional.ctc_loss(lp.transpose(0, 1), batch["tokens"], lens, batch["token_lens"],
+                                       reduction="sum") / 3
+    torch.testing.assert_close(extra["ctc_loss"], ctc)
+    torch.testing.assert_close(extra["rnnt_loss"], plain.compute_loss(batch)[0])
+    torch.testing.assert_close(loss, 0.75 * extra["rnnt_loss"] + 0.25 * ctc)
+    loss.backward()
+    assert hybrid.ctc_head.weight.grad is not None and hybrid.joiner.out.weight.grad is not None
+    assert hybrid.utterance_filter(hybrid.cfg)(4, [3, 3]) is not None  # CTC needs 3 frames for "3 3"
+
+
 @pytest.mark.parametrize("decoder", ["greedy", "beam"])
 def test_decode_returns_ids_and_predictor_steps(decoder):
     module = make_module(f"objective.decoder={decoder}", "objective.beam_size=2").eval()
@@ -134,6 +154,8 @@ def test_bad_choices_fail_with_valid_options():
         make_module("objective.decoder=prefix_beam")
     with pytest.raises(ValueError, match="lstm, stateless"):
         make_module("objective.predictor=gru")
+    with pytest.raises(ValueError, match=r"ctc_weight=1.0 must be in \[0, 1\)"):
+        make_module("objective.ctc_weight=1.0")
 
 
 # --------------------------------------------------------------------------------- end to end

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from ..data.tokenizer import BLANK_ID
 from ..decoding.ctc import ctc_greedy_decode, ctc_min_frames, ctc_prefix_beam_search
@@ -14,7 +14,7 @@ from ..nn.frontend import subsampled_lengths
 from .base import ASRModule, ObjectiveConfig
 from .registry import OBJECTIVES
 
-__all__ = ["CTCConfig", "CTCModule", "ctc_length_filter"]
+__all__ = ["CTCConfig", "CTCModule", "ctc_length_filter", "ctc_nll"]
 
 
 @dataclass
@@ -28,6 +28,22 @@ def ctc_length_filter(num_frames: int, ids: list[int]):
     have = int(subsampled_lengths(num_frames))
     need = int(ctc_min_frames(torch.tensor([ids]), torch.tensor([len(ids)]))[0])
     return None if have >= need else f"too short for CTC: {have} encoder frames < {need} needed by its labels"
+
+
+def ctc_nll(log_probs: Tensor, lengths: Tensor, tokens: Tensor, token_lens: Tensor) -> Tensor:
+    """CTC negative log-likelihood summed over the batch (the main CTC loss and every auxiliary one).
+
+    Args:
+        log_probs (Tensor): shape `(B, T', V)`, per-frame log-probabilities (blank = id 0).
+        lengths (Tensor): shape `(B,)`, valid frames.
+        tokens (Tensor): shape `(B, U)`, padded labels.
+        token_lens (Tensor): shape `(B,)`, valid labels.
+
+    Returns:
+        Tensor: scalar, float32; infeasible utterances (too few frames) contribute 0.
+    """
+    return F.ctc_loss(log_probs.transpose(0, 1).float(), tokens, lengths, token_lens,
+                      blank=BLANK_ID, reduction="sum", zero_infinity=True)
 
 
 @OBJECTIVES.register("ctc", config=CTCConfig)
@@ -49,9 +65,7 @@ class CTCModule(ASRModule):
 
     def compute_loss(self, batch):
         lp, lengths = self.log_probs(batch)
-        loss = F.ctc_loss(lp.transpose(0, 1).float(), batch["tokens"], lengths, batch["token_lens"],
-                          blank=BLANK_ID, reduction="sum", zero_infinity=True) / len(batch["ids"])
-        return loss, {}
+        return ctc_nll(lp, lengths, batch["tokens"], batch["token_lens"]) / len(batch["ids"]), {}
 
     def decode(self, batch):
         lp, lengths = self.log_probs(batch)

@@ -6,6 +6,15 @@ V vocabulary incl. blank (id 0, also the predictor's start symbol).
 Training builds the joint lattice `(B, T, U+1, V)` once per batch (the big tensor; it stays in the
 autocast dtype under AMP) and hands it to :func:`asr_zoo.losses.rnnt.rnnt_loss`, which applies
 the log-softmax itself and accumulates in float32. Decoding: :mod:`asr_zoo.decoding.rnnt`.
+
+An auxiliary CTC head on the encoder (``ctc_weight`` > 0, as in icefall and ESPnet) gives the
+transcriber a per-frame target from the first step; a transducer trained from scratch otherwise
+spends its first thousands of steps emitting only blanks. The loss is::
+
+    loss = (1 - ctc_weight) * L_rnnt + ctc_weight * L_ctc
+
+with ``L_ctc`` normalised like ``L_rnnt`` (per utterance, per target token, or summed). Decoding
+uses only the transducer.
 """
 
 from __future__ import annotations
@@ -13,13 +22,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..data.tokenizer import BLANK_ID
 from ..decoding.rnnt import RNNTHypotheses, rnnt_beam_search, rnnt_greedy_decode
 from ..losses.rnnt import rnnt_loss
 from ..nn.transducer import Joiner, build_predictor
 from .base import ASRModule, ObjectiveConfig
+from .ctc import ctc_length_filter, ctc_nll
 from .registry import OBJECTIVES
 
 __all__ = ["RNNTConfig", "RNNTModule"]
@@ -41,6 +51,7 @@ class RNNTConfig(ObjectiveConfig):
     max_symbols_per_frame: int = 3  # greedy: tokens emitted per frame at most
     reduction: str = "mean"  # loss over the batch: mean (per utterance, like ctc) | mean_per_token | sum
     clamp: float = -1.0  # clamp the loss gradient w.r.t. the logits to [-clamp, clamp]; <= 0: off
+    ctc_weight: float = 0.3  # weight of an auxiliary CTC loss on the encoder in [0, 1); 0 = no CTC head
 
 
 @OBJECTIVES.register("rnnt", config=RNNTConfig)
@@ -54,18 +65,29 @@ class RNNTModule(ASRModule):
             raise ValueError(f"objective.decoder={o.decoder!r}; valid choices: greedy, beam")
         if o.reduction not in ("mean", "mean_per_token", "sum"):
             raise ValueError(f"objective.reduction={o.reduction!r}; valid choices: mean, mean_per_token, sum")
+        if not 0.0 <= o.ctc_weight < 1.0:
+            raise ValueError(f"objective.ctc_weight={o.ctc_weight} must be in [0, 1)")
         self.predictor = build_predictor(o.predictor, vocab_size, embed_dim=o.embed_dim, hidden_dim=o.hidden_dim,
                                          num_layers=o.num_layers, context_size=o.context_size,
                                          conv=o.stateless_conv, dropout=o.dropout, start_id=BLANK_ID)
         self.joiner = Joiner(self.cfg.encoder.d_model, self.predictor.output_dim, o.joint_dim, vocab_size)
+        self.ctc_head = nn.Linear(self.cfg.encoder.d_model, vocab_size) if o.ctc_weight > 0 else None
+
+    @classmethod
+    def utterance_filter(cls, cfg):
+        return ctc_length_filter if cfg.objective.ctc_weight > 0 else None
 
     def compute_loss(self, batch: dict) -> tuple[Tensor, dict[str, Tensor]]:
+        o = self.cfg.objective
         enc, lengths = self.encode(batch)  # (B, T, D), (B,)
         tokens, token_lens = batch["tokens"], batch["token_lens"]  # (B, U), (B,)
         logits = self.joiner(enc, self.predictor(tokens))  # (B, T, U+1, V)
-        loss = rnnt_loss(logits, tokens, lengths, token_lens, blank=BLANK_ID,
-                         reduction=self.cfg.objective.reduction, clamp=self.cfg.objective.clamp)
-        return loss, {}
+        loss = rnnt_loss(logits, tokens, lengths, token_lens, blank=BLANK_ID, reduction=o.reduction, clamp=o.clamp)
+        if self.ctc_head is None:
+            return loss, {}
+        norm = {"mean": len(batch["ids"]), "mean_per_token": token_lens.sum().clamp(min=1), "sum": 1}[o.reduction]
+        ctc = ctc_nll(self.ctc_head(enc).log_softmax(-1), lengths, tokens, token_lens) / norm
+        return (1 - o.ctc_weight) * loss + o.ctc_weight * ctc, {"rnnt_loss": loss.detach(), "ctc_loss": ctc.detach()}
 
     @torch.no_grad()
     def decode(self, batch: dict) -> tuple[list[list[int]], list[int]]:

@@ -26,7 +26,7 @@ from ..data.tokenizer import BLANK_ID, SOS_EOS_ID
 from ..decoding.seq2seq import beam_search, greedy_search
 from ..nn.decoder import TransformerDecoder
 from .base import ASRModule, ObjectiveConfig
-from .ctc import ctc_length_filter
+from .ctc import ctc_length_filter, ctc_nll
 from .registry import OBJECTIVES
 
 __all__ = ["Seq2SeqConfig", "Seq2SeqModule", "label_smoothed_cross_entropy", "teacher_forcing_io"]
@@ -133,8 +133,7 @@ class Seq2SeqModule(ASRModule):
         if self.ctc_head is None:
             return att, extra
         lp = self.ctc_head(enc).log_softmax(-1)
-        ctc = F.ctc_loss(lp.transpose(0, 1).float(), batch["tokens"], enc_lens, batch["token_lens"],
-                         blank=BLANK_ID, reduction="sum", zero_infinity=True) / norm
+        ctc = ctc_nll(lp, enc_lens, batch["tokens"], batch["token_lens"]) / norm
         extra["ctc_loss"] = ctc.detach()
         return (1 - o.ctc_weight) * att + o.ctc_weight * ctc, extra
 
