@@ -11,9 +11,20 @@ import torch
 
 from asr_zoo.bench.memory import peak_memory_bytes
 from asr_zoo.losses import rnnt as rnnt_module
-from asr_zoo.losses.rnnt import rnnt_loss, rnnt_loss_reference
+from asr_zoo.losses.rnnt import rnnt_loss, rnnt_loss_reference, torchaudio_rnnt_loss
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def _torchaudio_imports() -> bool:
+    try:
+        import torchaudio.functional  # noqa: F401
+    except Exception:  # not installed, or a CUDA-linked wheel on a machine without CUDA
+        return False
+    return True
+
+
+HAVE_TORCHAUDIO = _torchaudio_imports()
 
 # Published vectors (warp-transducer, torchaudio, NeMo test suites): shared/docs/references.md.
 SMALL_LOGITS = [
@@ -285,3 +296,25 @@ def test_rejects_bad_inputs():
 def test_docstring_example_runs():
     result = doctest.testmod(rnnt_module, extraglobs={"torch": torch}, verbose=False)
     assert result.attempted > 0 and result.failed == 0
+
+
+@pytest.mark.skipif(not HAVE_TORCHAUDIO, reason="torchaudio does not import here (optional backend)")
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("reduction", ["none", "mean", "mean_per_token"])
+def test_torchaudio_backend_matches_ours(device, reduction):
+    logits, targets, T, U = _random_batch(3, 7, 4, 6, dtype=torch.float32, device=device)
+    ours = logits.detach().clone().requires_grad_(True)
+    theirs = logits.detach().clone().requires_grad_(True)
+    a = rnnt_loss(ours, targets, T, U, reduction=reduction)
+    b = torchaudio_rnnt_loss(theirs, targets, T, U, reduction=reduction)
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    a.sum().backward(), b.sum().backward()
+    valid = rnnt_module._valid_nodes(7, 5, T, U)[..., None]  # torchaudio leaves garbage outside
+    torch.testing.assert_close(ours.grad * valid, theirs.grad * valid, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(HAVE_TORCHAUDIO, reason="torchaudio imports here")
+def test_torchaudio_backend_without_torchaudio_is_a_clear_error():
+    logits, targets, T, U = _small()
+    with pytest.raises(RuntimeError, match="needs an importable torchaudio.*asr_zoo"):
+        torchaudio_rnnt_loss(logits, targets, T, U)

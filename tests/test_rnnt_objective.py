@@ -154,6 +154,8 @@ def test_bad_choices_fail_with_valid_options():
         make_module("objective.decoder=prefix_beam")
     with pytest.raises(ValueError, match="lstm, stateless"):
         make_module("objective.predictor=gru")
+    with pytest.raises(ValueError, match="asr_zoo, torchaudio"):
+        make_module("objective.loss_backend=warp")
     with pytest.raises(ValueError, match=r"ctc_weight=1.0 must be in \[0, 1\)"):
         make_module("objective.ctc_weight=1.0")
 

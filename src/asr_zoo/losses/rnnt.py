@@ -32,7 +32,8 @@ reference to the logits are kept between forward and backward; no second ``(B, T
 tensor besides the gradient is ever allocated (non-contiguous logits are first made contiguous).
 
 :func:`rnnt_loss_reference` is the plain-autograd version (``log_softmax`` + a per-frame alpha
-recursion) used by tests and benchmarks.
+recursion) used by tests and benchmarks. :func:`torchaudio_rnnt_loss` wraps torchaudio's C++/CUDA
+kernel with the same signature, for machines where torchaudio imports (parity-tested there).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["rnnt_loss", "rnnt_loss_reference"]
+__all__ = ["rnnt_loss", "rnnt_loss_reference", "torchaudio_rnnt_loss"]
 
 _REDUCTIONS = ("none", "sum", "mean", "mean_per_token")
 _CHUNK_ELEMENTS = 1 << 20  # CPU row chunk of the (B*T*(U+1), V) view: 4 MiB in float32, so the
@@ -95,6 +96,39 @@ def rnnt_loss(
     losses = _RNNTLoss.apply(
         logits, targets, logit_lengths, target_lengths, blank, float(clamp), fused_log_softmax
     )
+    return _reduce(losses, target_lengths, reduction)
+
+
+def torchaudio_rnnt_loss(
+    logits: Tensor,
+    targets: Tensor,
+    logit_lengths: Tensor,
+    target_lengths: Tensor,
+    blank: int = 0,
+    reduction: str = "mean",
+    clamp: float = -1.0,
+    fused_log_softmax: bool = True,
+) -> Tensor:
+    """:func:`rnnt_loss` computed by ``torchaudio.functional.rnnt_loss`` (an optional backend).
+
+    Same arguments and reductions; bf16/fp16 logits are cast to float32 (torchaudio's kernel takes
+    float32, and float16 only on CUDA); targets are made int32 with padding set to blank.
+
+    Raises:
+        RuntimeError: torchaudio is not importable here (e.g. a CUDA-linked wheel on a CPU machine).
+    """
+    try:
+        import torchaudio.functional as taf
+    except Exception as e:  # ImportError, or OSError from a wheel linked against a missing CUDA
+        raise RuntimeError(f"objective.loss_backend=torchaudio needs an importable torchaudio ({e}); "
+                           "use the default backend (asr_zoo)") from e
+    _check_inputs(logits, targets, logit_lengths, target_lengths, blank, reduction)
+    U = targets.shape[1]
+    valid = torch.arange(U, device=targets.device)[None] < target_lengths[:, None]
+    targets = torch.where(valid, targets, blank).int()  # torchaudio checks every entry
+    logits = logits if logits.dtype == torch.float32 else logits.float()
+    losses = taf.rnnt_loss(logits, targets, logit_lengths.int(), target_lengths.int(), blank=blank,
+                           clamp=clamp, reduction="none", fused_log_softmax=fused_log_softmax)
     return _reduce(losses, target_lengths, reduction)
 
 
