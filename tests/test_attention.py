@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import fields
 from pathlib import Path
 
@@ -265,6 +266,21 @@ def test_short_utterances_fewer_frames_than_clusters(name):
     if name in ("clustered", "iclustered"):  # 4 frames <= 10 clusters: exact
         ref = softmax_attention(q, k, v, pad)
         assert torch.allclose(out[1, :, :4], ref[1, :, :4], atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["clustered", "iclustered"])
+def test_short_batches_skip_clustering_with_the_same_result(name, monkeypatch):
+    """Longest utterance <= clusters: exact softmax without K-means, equal to the clustered path."""
+    q, k, v = (t.float() for t in _qkv(N=12, E=8))
+    pad = _pad_mask([12, 7], 12)
+    clustering = _module(name, clusters=12, short_exact=False).attend(q, k, v, pad)
+    fast = _module(name, clusters=12)
+    module = sys.modules[type(fast).__module__]
+    monkeypatch.setattr(module, "cluster_queries", lambda *a, **kw: pytest.fail("clustered a short batch"))
+    _valid_close(fast.attend(q, k, v, pad), clustering, pad, atol=1e-5)
+    q, k, v = (t.float() for t in _qkv(N=20, E=8))  # 20 frames > 12 clusters: clusters again
+    with pytest.raises(pytest.fail.Exception, match="clustered a short batch"):
+        fast.attend(q, k, v, _pad_mask([20, 7], 20))
 
 
 @pytest.mark.parametrize("name", TYPES)

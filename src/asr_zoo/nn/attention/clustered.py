@@ -30,6 +30,7 @@ from torch import Tensor
 
 from .base import AttentionConfig, SelfAttention
 from .registry import ATTENTION
+from .softmax import softmax_attention
 
 __all__ = [
     "ClusteredAttention",
@@ -262,6 +263,8 @@ class ClusteredAttentionConfig(AttentionConfig):
     bits: int = 63  # hash bits (random hyperplanes with bias), at most 63
     iterations: int = 10  # Lloyd assignments of the Hamming K-means
     seed: int = 0  # hyperplane seed in eval mode (training draws fresh hyperplanes every call)
+    short_exact: bool = True  # a batch whose longest utterance has <= clusters frames takes exact
+    # softmax (SDPA): what clustering gives it anyway (one cluster per frame), without the K-means
 
 
 @ATTENTION.register("clustered", config=ClusteredAttentionConfig)
@@ -269,7 +272,10 @@ class ClusteredAttention(SelfAttention):
     """Clustered attention (non-causal: a cluster mixes queries from all time steps).
 
     In training each call draws fresh hyperplanes; in eval mode they come from a generator seeded
-    with ``seed``, so evaluation repeats exactly.
+    with ``seed``, so evaluation repeats exactly. With ``short_exact`` a batch in which no
+    utterance has more valid frames than ``clusters`` goes straight to exact softmax attention:
+    clustering would give each of its frames a cluster of its own, i.e. the same result, after
+    hashing and K-means.
 
     >>> att = ClusteredAttention(d_model=8, num_heads=2, clusters=4).eval()
     >>> att(torch.randn(2, 9, 8), torch.zeros(2, 9, dtype=torch.bool)).shape
@@ -280,15 +286,26 @@ class ClusteredAttention(SelfAttention):
     supports_causal = False
 
     def __init__(self, d_model: int, num_heads: int, dropout: float = 0.0, causal: bool = False,
-                 clusters: int = 100, bits: int = 63, iterations: int = 10, seed: int = 0):
+                 clusters: int = 100, bits: int = 63, iterations: int = 10, seed: int = 0,
+                 short_exact: bool = True):
         super().__init__(d_model, num_heads, dropout, causal)
         self.clusters, self.bits, self.iterations, self.seed = clusters, bits, iterations, seed
+        self.short_exact = short_exact
 
     def generator(self, device: torch.device) -> torch.Generator | None:
         """None (fresh hyperplanes) in training, a generator seeded with ``seed`` in eval."""
         return None if self.training else torch.Generator(device=device).manual_seed(self.seed)
 
+    def is_short(self, pad_mask: Tensor | None, N: int) -> bool:
+        """True if ``short_exact`` is on and no utterance has more valid frames than clusters."""
+        if not self.short_exact:
+            return False
+        longest = N if pad_mask is None or N <= self.clusters else int((~pad_mask).sum(-1).max())
+        return longest <= self.clusters
+
     def attend(self, q, k, v, pad_mask):
         p = self.dropout if self.training else 0.0
+        if self.is_short(pad_mask, q.shape[-2]):
+            return softmax_attention(q, k, v, pad_mask, dropout=p)
         return clustered_attention(q, k, v, pad_mask, self.clusters, self.bits, self.iterations,
                                    self.generator(q.device), p)

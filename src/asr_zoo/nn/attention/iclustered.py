@@ -32,6 +32,7 @@ from .clustered import (
     gather_rows,
 )
 from .registry import ATTENTION
+from .softmax import softmax_attention
 
 __all__ = [
     "ImprovedClusteredAttention",
@@ -161,11 +162,13 @@ class ImprovedClusteredAttention(ClusteredAttention):
 
     def __init__(self, d_model: int, num_heads: int, dropout: float = 0.0, causal: bool = False,
                  clusters: int = 100, bits: int = 63, iterations: int = 10, seed: int = 0,
-                 topk: int = 32):
-        super().__init__(d_model, num_heads, dropout, causal, clusters, bits, iterations, seed)
+                 short_exact: bool = True, topk: int = 32):
+        super().__init__(d_model, num_heads, dropout, causal, clusters, bits, iterations, seed, short_exact)
         self.topk = topk
 
     def attend(self, q, k, v, pad_mask):
         p = self.dropout if self.training else 0.0
+        if self.is_short(pad_mask, q.shape[-2]):  # one cluster per frame: exact (see the parent)
+            return softmax_attention(q, k, v, pad_mask, dropout=p)
         return improved_clustered_attention(q, k, v, pad_mask, self.clusters, self.bits,
                                             self.iterations, self.topk, self.generator(q.device), p)
