@@ -11,7 +11,7 @@ import torch
 
 from asr_zoo.bench.memory import peak_memory_bytes
 from asr_zoo.losses import rnnt as rnnt_module
-from asr_zoo.losses.rnnt import rnnt_loss, rnnt_loss_reference, torchaudio_rnnt_loss
+from asr_zoo.losses.rnnt import rnnt_loss, rnnt_loss_reference
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -306,7 +306,7 @@ def test_torchaudio_backend_matches_ours(device, reduction):
     ours = logits.detach().clone().requires_grad_(True)
     theirs = logits.detach().clone().requires_grad_(True)
     a = rnnt_loss(ours, targets, T, U, reduction=reduction)
-    b = torchaudio_rnnt_loss(theirs, targets, T, U, reduction=reduction)
+    b = rnnt_loss(theirs, targets, T, U, reduction=reduction, backend="torchaudio")
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     a.sum().backward(), b.sum().backward()
     valid = rnnt_module._valid_nodes(7, 5, T, U)[..., None]  # torchaudio leaves garbage outside
@@ -316,5 +316,7 @@ def test_torchaudio_backend_matches_ours(device, reduction):
 @pytest.mark.skipif(HAVE_TORCHAUDIO, reason="torchaudio imports here")
 def test_torchaudio_backend_without_torchaudio_is_a_clear_error():
     logits, targets, T, U = _small()
-    with pytest.raises(RuntimeError, match="needs an importable torchaudio.*asr_zoo"):
-        torchaudio_rnnt_loss(logits, targets, T, U)
+    with pytest.raises(RuntimeError, match="needs an importable torchaudio.*backend='asr_zoo'"):
+        rnnt_loss(logits, targets, T, U, backend="torchaudio")
+    with pytest.raises(ValueError, match="asr_zoo, torchaudio"):
+        rnnt_loss(logits, targets, T, U, backend="warp")

@@ -32,8 +32,8 @@ reference to the logits are kept between forward and backward; no second ``(B, T
 tensor besides the gradient is ever allocated (non-contiguous logits are first made contiguous).
 
 :func:`rnnt_loss_reference` is the plain-autograd version (``log_softmax`` + a per-frame alpha
-recursion) used by tests and benchmarks. :func:`torchaudio_rnnt_loss` wraps torchaudio's C++/CUDA
-kernel with the same signature, for machines where torchaudio imports (parity-tested there).
+recursion) used by tests and benchmarks. ``rnnt_loss(..., backend="torchaudio")`` computes the
+same loss with torchaudio's C++/CUDA kernel where torchaudio imports (parity-tested there).
 """
 
 from __future__ import annotations
@@ -41,9 +41,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["rnnt_loss", "rnnt_loss_reference", "torchaudio_rnnt_loss"]
+__all__ = ["reduce_losses", "rnnt_loss", "rnnt_loss_reference"]
 
 _REDUCTIONS = ("none", "sum", "mean", "mean_per_token")
+BACKENDS = ("asr_zoo", "torchaudio")
 _CHUNK_ELEMENTS = 1 << 20  # CPU row chunk of the (B*T*(U+1), V) view: 4 MiB in float32, so the
 # passes over one chunk hit the cache (2**16..2**22 measured alike on 1 thread; larger chunks
 # mean fewer thread-pool launches, which matters on an oversubscribed CPU)
@@ -58,6 +59,7 @@ def rnnt_loss(
     reduction: str = "mean",
     clamp: float = -1.0,
     fused_log_softmax: bool = True,
+    backend: str = "asr_zoo",
 ) -> Tensor:
     """RNN-T loss (negative log-likelihood over all alignments), torchaudio's argument order.
 
@@ -78,6 +80,8 @@ def rnnt_loss(
             to ``[-clamp, clamp]`` before it is scaled by the incoming gradient (torchaudio's
             semantics). (Default: -1, no clamping)
         fused_log_softmax (bool): apply log-softmax over V inside the loss. (Default: True)
+        backend (str): ``"asr_zoo"`` (this module, pure PyTorch) or ``"torchaudio"`` (its C++/CUDA
+            kernel; needs an importable torchaudio, else ``RuntimeError``). (Default: ``"asr_zoo"``)
 
     Returns:
         Tensor: shape `(B,)` for ``"none"``, else a scalar; float32 (float64 for float64 input).
@@ -93,43 +97,32 @@ def rnnt_loss(
         (torch.Size([]), torch.Size([2, 5, 3, 4]))
     """
     _check_inputs(logits, targets, logit_lengths, target_lengths, blank, reduction)
-    losses = _RNNTLoss.apply(
-        logits, targets, logit_lengths, target_lengths, blank, float(clamp), fused_log_softmax
-    )
-    return _reduce(losses, target_lengths, reduction)
+    if backend == "torchaudio":
+        losses = _torchaudio_losses(logits, targets, logit_lengths, target_lengths, blank, clamp,
+                                    fused_log_softmax)
+    elif backend == "asr_zoo":
+        losses = _RNNTLoss.apply(
+            logits, targets, logit_lengths, target_lengths, blank, float(clamp), fused_log_softmax
+        )
+    else:
+        raise ValueError(f"backend={backend!r}; valid choices: {', '.join(BACKENDS)}")
+    return reduce_losses(losses, target_lengths, reduction)
 
 
-def torchaudio_rnnt_loss(
-    logits: Tensor,
-    targets: Tensor,
-    logit_lengths: Tensor,
-    target_lengths: Tensor,
-    blank: int = 0,
-    reduction: str = "mean",
-    clamp: float = -1.0,
-    fused_log_softmax: bool = True,
-) -> Tensor:
-    """:func:`rnnt_loss` computed by ``torchaudio.functional.rnnt_loss`` (an optional backend).
-
-    Same arguments and reductions; bf16/fp16 logits are cast to float32 (torchaudio's kernel takes
-    float32, and float16 only on CUDA); targets are made int32 with padding set to blank.
-
-    Raises:
-        RuntimeError: torchaudio is not importable here (e.g. a CUDA-linked wheel on a CPU machine).
-    """
+def _torchaudio_losses(logits, targets, logit_lengths, target_lengths, blank, clamp, fused_log_softmax):
+    """Per-utterance losses `(B,)` from ``torchaudio.functional.rnnt_loss``. bf16/fp16 logits are
+    cast to float32 (its CPU kernel takes float32 only); padding targets are set to blank and
+    targets/lengths made int32, as it requires."""
     try:
         import torchaudio.functional as taf
     except Exception as e:  # ImportError, or OSError from a wheel linked against a missing CUDA
-        raise RuntimeError(f"objective.loss_backend=torchaudio needs an importable torchaudio ({e}); "
-                           "use the default backend (asr_zoo)") from e
-    _check_inputs(logits, targets, logit_lengths, target_lengths, blank, reduction)
-    U = targets.shape[1]
-    valid = torch.arange(U, device=targets.device)[None] < target_lengths[:, None]
+        raise RuntimeError(f"rnnt_loss(backend='torchaudio') needs an importable torchaudio ({e}); "
+                           "use backend='asr_zoo'") from e
+    valid = torch.arange(targets.shape[1], device=targets.device)[None] < target_lengths[:, None]
     targets = torch.where(valid, targets, blank).int()  # torchaudio checks every entry
     logits = logits if logits.dtype == torch.float32 else logits.float()
-    losses = taf.rnnt_loss(logits, targets, logit_lengths.int(), target_lengths.int(), blank=blank,
-                           clamp=clamp, reduction="none", fused_log_softmax=fused_log_softmax)
-    return _reduce(losses, target_lengths, reduction)
+    return taf.rnnt_loss(logits, targets, logit_lengths.int(), target_lengths.int(), blank=blank,
+                         clamp=clamp, reduction="none", fused_log_softmax=fused_log_softmax)
 
 
 def rnnt_loss_reference(
@@ -176,7 +169,7 @@ def rnnt_loss_reference(
     b = torch.arange(B, device=logits.device)
     t_last, u_last = logit_lengths.long() - 1, target_lengths.long()
     losses = -(alpha[b, t_last, u_last] + lpb[b, t_last, u_last])
-    return _reduce(losses, target_lengths, reduction)
+    return reduce_losses(losses, target_lengths, reduction)
 
 
 class _RNNTLoss(torch.autograd.Function):
@@ -258,14 +251,18 @@ def _check_inputs(logits, targets, logit_lengths, target_lengths, blank, reducti
                          f"and 0 <= target_lengths <= {U1 - 1}")
 
 
-def _reduce(losses: Tensor, target_lengths: Tensor, reduction: str) -> Tensor:
+def reduce_losses(losses: Tensor, target_lengths: Tensor, reduction: str) -> Tensor:
+    """Per-utterance losses `(B,)` -> the loss of ``reduction`` (see :func:`rnnt_loss`); shared by
+    every loss that follows the transducer's reductions (the auxiliary CTC of the objectives)."""
     if reduction == "none":
         return losses
     if reduction == "sum":
         return losses.sum()
     if reduction == "mean":
         return losses.mean()
-    return losses.sum() / target_lengths.sum().clamp(min=1).to(losses.dtype)
+    if reduction == "mean_per_token":
+        return losses.sum() / target_lengths.sum().clamp(min=1).to(losses.dtype)
+    raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
 
 
 def _padded_labels(targets: Tensor, target_lengths: Tensor, blank: int, U1: int) -> Tensor:

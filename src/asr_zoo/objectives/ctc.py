@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from ..data.tokenizer import BLANK_ID
 from ..decoding.ctc import ctc_greedy_decode, ctc_min_frames, ctc_prefix_beam_search
+from ..losses.rnnt import reduce_losses
 from ..nn.frontend import subsampled_lengths
 from .base import ASRModule, ObjectiveConfig
 from .registry import OBJECTIVES
@@ -30,20 +31,24 @@ def ctc_length_filter(num_frames: int, ids: list[int]):
     return None if have >= need else f"too short for CTC: {have} encoder frames < {need} needed by its labels"
 
 
-def ctc_nll(log_probs: Tensor, lengths: Tensor, tokens: Tensor, token_lens: Tensor) -> Tensor:
-    """CTC negative log-likelihood summed over the batch (the main CTC loss and every auxiliary one).
+def ctc_nll(log_probs: Tensor, lengths: Tensor, tokens: Tensor, token_lens: Tensor,
+            reduction: str = "sum") -> Tensor:
+    """CTC negative log-likelihood (the main CTC loss and every auxiliary one).
 
     Args:
         log_probs (Tensor): shape `(B, T', V)`, per-frame log-probabilities (blank = id 0).
         lengths (Tensor): shape `(B,)`, valid frames.
         tokens (Tensor): shape `(B, U)`, padded labels.
         token_lens (Tensor): shape `(B,)`, valid labels.
+        reduction (str): as :func:`asr_zoo.losses.rnnt.reduce_losses`: ``"sum"`` over the batch
+            (default), ``"mean"`` per utterance, ``"mean_per_token"`` or ``"none"`` `(B,)`.
 
     Returns:
-        Tensor: scalar, float32; infeasible utterances (too few frames) contribute 0.
+        Tensor: float32; infeasible utterances (too few frames) contribute 0.
     """
-    return F.ctc_loss(log_probs.transpose(0, 1).float(), tokens, lengths, token_lens,
-                      blank=BLANK_ID, reduction="sum", zero_infinity=True)
+    losses = F.ctc_loss(log_probs.transpose(0, 1).float(), tokens, lengths, token_lens,
+                        blank=BLANK_ID, reduction="none", zero_infinity=True)  # (B,)
+    return reduce_losses(losses, token_lens, reduction)
 
 
 @OBJECTIVES.register("ctc", config=CTCConfig)

@@ -26,15 +26,13 @@ from torch import Tensor, nn
 
 from ..data.tokenizer import BLANK_ID
 from ..decoding.rnnt import RNNTHypotheses, rnnt_beam_search, rnnt_greedy_decode
-from ..losses.rnnt import rnnt_loss, torchaudio_rnnt_loss
+from ..losses.rnnt import BACKENDS, rnnt_loss
 from ..nn.transducer import Joiner, build_predictor
 from .base import ASRModule, ObjectiveConfig
 from .ctc import ctc_length_filter, ctc_nll
 from .registry import OBJECTIVES
 
-__all__ = ["RNNTConfig", "RNNTModule", "RNNT_LOSSES"]
-
-RNNT_LOSSES = {"asr_zoo": rnnt_loss, "torchaudio": torchaudio_rnnt_loss}
+__all__ = ["RNNTConfig", "RNNTModule"]
 
 
 @dataclass
@@ -68,8 +66,8 @@ class RNNTModule(ASRModule):
             raise ValueError(f"objective.decoder={o.decoder!r}; valid choices: greedy, beam")
         if o.reduction not in ("mean", "mean_per_token", "sum"):
             raise ValueError(f"objective.reduction={o.reduction!r}; valid choices: mean, mean_per_token, sum")
-        if o.loss_backend not in RNNT_LOSSES:
-            raise ValueError(f"objective.loss_backend={o.loss_backend!r}; valid choices: {', '.join(RNNT_LOSSES)}")
+        if o.loss_backend not in BACKENDS:
+            raise ValueError(f"objective.loss_backend={o.loss_backend!r}; valid choices: {', '.join(BACKENDS)}")
         if not 0.0 <= o.ctc_weight < 1.0:
             raise ValueError(f"objective.ctc_weight={o.ctc_weight} must be in [0, 1)")
         self.predictor = build_predictor(o.predictor, vocab_size, embed_dim=o.embed_dim, hidden_dim=o.hidden_dim,
@@ -87,12 +85,11 @@ class RNNTModule(ASRModule):
         enc, lengths = self.encode(batch)  # (B, T, D), (B,)
         tokens, token_lens = batch["tokens"], batch["token_lens"]  # (B, U), (B,)
         logits = self.joiner(enc, self.predictor(tokens))  # (B, T, U+1, V)
-        loss = RNNT_LOSSES[o.loss_backend](logits, tokens, lengths, token_lens, blank=BLANK_ID,
-                                           reduction=o.reduction, clamp=o.clamp)
+        loss = rnnt_loss(logits, tokens, lengths, token_lens, blank=BLANK_ID, reduction=o.reduction,
+                         clamp=o.clamp, backend=o.loss_backend)
         if self.ctc_head is None:
             return loss, {}
-        norm = {"mean": len(batch["ids"]), "mean_per_token": token_lens.sum().clamp(min=1), "sum": 1}[o.reduction]
-        ctc = ctc_nll(self.ctc_head(enc).log_softmax(-1), lengths, tokens, token_lens) / norm
+        ctc = ctc_nll(self.ctc_head(enc).log_softmax(-1), lengths, tokens, token_lens, o.reduction)
         return (1 - o.ctc_weight) * loss + o.ctc_weight * ctc, {"rnnt_loss": loss.detach(), "ctc_loss": ctc.detach()}
 
     @torch.no_grad()

@@ -297,7 +297,8 @@ class ClusteredAttention(SelfAttention):
         return None if self.training else torch.Generator(device=device).manual_seed(self.seed)
 
     def is_short(self, pad_mask: Tensor | None, N: int) -> bool:
-        """True if ``short_exact`` is on and no utterance has more valid frames than clusters."""
+        """True if ``short_exact`` is on and no utterance has more valid frames than clusters
+        (a host sync when N > clusters and there is padding; clustering syncs more anyway)."""
         if not self.short_exact:
             return False
         longest = N if pad_mask is None or N <= self.clusters else int((~pad_mask).sum(-1).max())
@@ -307,5 +308,9 @@ class ClusteredAttention(SelfAttention):
         p = self.dropout if self.training else 0.0
         if self.is_short(pad_mask, q.shape[-2]):
             return softmax_attention(q, k, v, pad_mask, dropout=p)
+        return self.clustered_kernel(q, k, v, pad_mask, p)
+
+    def clustered_kernel(self, q: Tensor, k: Tensor, v: Tensor, pad_mask: Tensor | None, p: float) -> Tensor:
+        """The clustering kernel (subclasses swap it); `(B, H, N, E)` in and out."""
         return clustered_attention(q, k, v, pad_mask, self.clusters, self.bits, self.iterations,
                                    self.generator(q.device), p)

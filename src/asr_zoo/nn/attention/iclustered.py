@@ -32,7 +32,6 @@ from .clustered import (
     gather_rows,
 )
 from .registry import ATTENTION
-from .softmax import softmax_attention
 
 __all__ = [
     "ImprovedClusteredAttention",
@@ -166,9 +165,6 @@ class ImprovedClusteredAttention(ClusteredAttention):
         super().__init__(d_model, num_heads, dropout, causal, clusters, bits, iterations, seed, short_exact)
         self.topk = topk
 
-    def attend(self, q, k, v, pad_mask):
-        p = self.dropout if self.training else 0.0
-        if self.is_short(pad_mask, q.shape[-2]):  # one cluster per frame: exact (see the parent)
-            return softmax_attention(q, k, v, pad_mask, dropout=p)
+    def clustered_kernel(self, q, k, v, pad_mask, p):
         return improved_clustered_attention(q, k, v, pad_mask, self.clusters, self.bits,
                                             self.iterations, self.topk, self.generator(q.device), p)
