@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from asr_zoo.nn.attention import ATTENTION, build_attention
+from asr_zoo.nn.attention import ATTENTION, build_attention, clustered
 from asr_zoo.nn.attention.clustered import cluster_queries, clustered_attention
 from asr_zoo.nn.attention.iclustered import improved_clustered_attention
 from asr_zoo.nn.attention.linear import LinearAttention, linear_attention, linear_attention_step
@@ -181,8 +182,11 @@ def _reference_kmeans(q, planes, C, iterations):
     return assign
 
 
+@pytest.mark.parametrize("integer", [True, False], ids=["int8-keys", "float32-keys"])
 @pytest.mark.parametrize("bits,iterations", [(63, 10), (12, 3), (5, 1)])
-def test_cluster_queries_matches_reference_kmeans(bits, iterations):
+def test_cluster_queries_matches_reference_kmeans(bits, iterations, integer, monkeypatch):
+    monkeypatch.setattr(clustered, "_NearestCentroid",
+                        functools.partial(clustered._NearestCentroid, integer=integer))
     q, _, _ = _qkv(B=2, H=2, N=50, E=6, dtype=torch.float32)
     lengths, C = [50, 31], 7
     assign = cluster_queries(q, _pad_mask(lengths, 50), C, bits, iterations,
@@ -193,6 +197,30 @@ def test_cluster_queries_matches_reference_kmeans(bits, iterations):
         for h in range(2):
             ref = _reference_kmeans(q[b, h, :L], planes, C, iterations)
             assert assign[b, h, :L].tolist() == ref.tolist()
+
+
+@pytest.mark.parametrize("integer", [True, False], ids=["int8-keys", "float32-keys"])
+@pytest.mark.parametrize("bits,C", [(3, 7), (8, 100), (63, 100), (20, 200), (5, 1)])
+def test_nearest_centroid_is_hamming_argmin_with_lowest_index_ties(bits, C, integer):
+    g = torch.Generator().manual_seed(C + bits)
+    G, N = 3, 300
+    codes = torch.randint(2, (G, N, bits), generator=g).float() * 2 - 1
+    nearest = clustered._NearestCentroid(codes, C, integer=integer)
+    cent = torch.randint(2, (G, C, bits), generator=g).float() * 2 - 1
+    for step in range(3):  # later steps change some centroids: only their keys are recomputed
+        if step:
+            changed = torch.rand(G, C, generator=g) < 0.3
+            cent = torch.where(changed[..., None], -cent, cent)
+        assign, best = nearest(cent)
+        distance = (codes[:, :, None, :] != cent[:, None, :, :]).sum(-1)  # (G, N, C)
+        assert torch.equal(assign, distance.argmin(-1))  # argmin returns the first minimum
+        assert torch.equal(best, bits - 2 * distance.amin(-1).float())
+        assert (distance == distance.amin(-1, keepdim=True)).sum(-1).max() > 1 or C == 1  # ties
+
+
+def test_int8_keys_refuse_too_many_clusters():
+    with pytest.raises(ValueError, match="clusters <= 254"):
+        clustered._NearestCentroid(torch.ones(1, 4, 3), 300, integer=True)
 
 
 def test_cluster_queries_short_sequences_get_one_cluster_per_frame():

@@ -1,7 +1,6 @@
 """Clustered attention (Vyas et al. 2020; thesis §5.5.1): one softmax row per cluster of queries.
 
-Legend: B batch, H heads, N sequence length, E head dim, C clusters, G = B·H independent groups,
-W = code width (hash bits rounded up to a multiple of 16).
+Legend: B batch, H heads, N sequence length, E head dim, C clusters, G = B·H independent groups.
 
 1. Hash every query with ``bits`` random hyperplanes with bias: bit b is +1 if q·a_b > a_b[E]
    else -1 (Hamming distance then tracks Euclidean distance).
@@ -14,10 +13,12 @@ W = code width (hash bits rounded up to a multiple of 16).
 3. Real-valued centroid = mean of the member queries; softmax(Q_c Kᵀ/√E) V over the valid keys;
    every query takes its cluster's output.
 
-All of it is batched tensor code. With ±1 codes the number of equal bits is a matmul; it runs on
-bfloat16 codes, which is exact (every score is a power of two times an integer below 256). Padding
-queries join no cluster, and an utterance with L <= C valid frames gets one cluster per frame, which
-is exact softmax attention. Hashing and clustering run in float32 under autocast.
+All of it is batched tensor code. With ±1 codes the number of equal bits is a matmul; the
+assignment is one exact int8 matmul (tie-break folded into the keys) and one max per Lloyd step,
+and each step recomputes only what changed: keys of changed centroids, votes of moved queries.
+Padding queries join no cluster, and an utterance with L <= C valid frames gets one cluster per
+frame, which is exact softmax attention (no K-means is run for it). Hashing and clustering run in
+float32 under autocast.
 """
 
 from __future__ import annotations
@@ -43,29 +44,21 @@ __all__ = [
     "hash_queries",
 ]
 
-_CODE_DTYPE = torch.bfloat16  # ±1 codes: exact, and fast matmuls on CPUs and GPUs
-
 
 def hash_queries(q: Tensor, planes: Tensor) -> Tensor:
-    """Signs of random projections with bias, as ±1 codes padded with constant +1 columns.
+    """Signs of random projections with bias, as ±1 codes.
 
     Args:
         q (Tensor): shape `(G, N, E)`.
         planes (Tensor): shape `(bits, E + 1)`; column E is the threshold of each hyperplane.
 
     Returns:
-        Tensor: float32, shape `(G, N, W)`, W = bits rounded up to a multiple of 16 (>= bits + 1):
-        ``[..., b] = +1 if q·planes[b, :E] > planes[b, E] else -1`` for b < bits, +1 beyond.
+        Tensor: float32, shape `(G, N, bits)`: ``+1 if q·planes[b, :E] > planes[b, E] else -1``.
     """
-    bits, E = planes.shape[0], planes.shape[1] - 1
-    W = -(-(bits + 1) // 16) * 16
-    weight = q.new_zeros(E, W, dtype=torch.float32)
-    weight[:, :bits] = planes[:, :E].T
-    threshold = q.new_full((W,), -1.0, dtype=torch.float32)  # pad columns: 0 > -1, they read +1
-    threshold[:bits] = planes[:, E]
-    above = torch.addmm(-threshold, q.reshape(-1, E).float(), weight)  # (G·N, W): q·a - a[E]
+    E = planes.shape[1] - 1
+    above = torch.addmm(-planes[:, E], q.reshape(-1, E).float(), planes[:, :E].T)  # q·a - a[E]
     codes = above.sign_().sub_(0.5).sign_()  # +1 where q·a > a[E], else -1 (ties too)
-    return codes.view(*q.shape[:-1], W)
+    return codes.view(*q.shape[:-1], planes.shape[0])
 
 
 def cluster_queries(
@@ -88,95 +81,131 @@ def cluster_queries(
         queries get ``C`` (no cluster).
     """
     if not 1 <= bits <= 63:
-        raise ValueError(f"bits must be in [1, 63] (codes must stay exact in bfloat16), got {bits}")
+        raise ValueError(f"bits must be in [1, 63] (codes must stay exact in int8 keys), got {bits}")
     if clusters < 1 or iterations < 1:
         raise ValueError(f"need clusters >= 1 and iterations >= 1, got {clusters}, {iterations}")
     B, H, N, E = q.shape
     G, C, dev = B * H, clusters, q.device
     with torch.no_grad(), torch.autocast(dev.type, enabled=False):
         planes = torch.randn(bits, E + 1, device=dev, generator=generator)
-        codes = hash_queries(q.reshape(G, N, E).float(), planes)  # (G, N, W) float32, ±1
         valid = torch.ones(B, N, dtype=torch.bool, device=dev) if pad_mask is None else ~pad_mask
         valid = valid[:, None].expand(B, H, N).reshape(G, N)
         lengths = valid.sum(-1)  # (G,)
         rank = valid.cumsum(-1) - 1  # (G, N): index of a valid frame among valid frames
-
-        # initial centroids: the codes of C evenly spaced valid frames
-        c_eff = lengths.clamp(max=C, min=1)  # (G,)
-        slot = torch.arange(C, device=dev)
-        active = slot < c_eff[:, None]  # (G, C)
-        valid_first = torch.argsort((~valid).to(torch.int8), dim=-1, stable=True)  # (G, N)
-        init = valid_first.gather(1, (slot * lengths[:, None] // c_eff[:, None]).clamp(max=N - 1))
-        cent = gather_rows(codes, init)  # (G, C, W)
-        # columns >= bits: 0 for active centroids (no effect); inactive ones get a large negative
-        # score through column ``bits`` (codes read +1 there), so nothing is ever assigned to them
-        cent[..., bits:] = 0.0
-        cent[..., bits] = torch.where(active, 0.0, -128.0)
-
-        nearest = _NearestCentroid(codes, C)
-        # member rows: the bits plus a count column; padding queries add nothing
-        member = torch.cat([codes[..., :bits], codes[..., :1].abs()], -1) * valid[..., None]
-        member = member.reshape(G * N, bits + 1)
-        offset = torch.arange(G, device=dev)[:, None] * C
-        position = torch.arange(N, device=dev)
-        assign, reseeded = None, False
-        for it in range(iterations):
-            new, best = nearest(cent)
-            if not reseeded and assign is not None and torch.equal(new, assign):
-                break  # fixed point: further steps change nothing
-            assign = new
-            if it == iterations - 1:
-                break
-            votes = torch.zeros(G * C, bits + 1, device=dev)
-            votes.index_add_(0, (assign + offset).view(-1), member)
-            votes, counts = votes.view(G, C, bits + 1).split([bits, 1], -1)  # Σ member bits, members
-            cent[..., :bits] = torch.where(votes == 0, cent[..., :bits], votes.sign())
-            empty = active & (counts[..., 0] == 0)  # (G, C)
-            reseeded = bool(empty.any())
-            if reseeded:  # empty clusters restart at the farthest valid queries (ties: lowest index)
-                far = (bits - best).long() * N + (N - 1 - position)  # (G, N), larger = farther
-                far_idx = far.masked_fill(~valid, -1).topk(min(C, N), -1).indices  # (G, min(C, N))
-                nth = (empty.cumsum(-1) - 1).clamp(0, far_idx.shape[1] - 1)  # rank among empties
-                seed = gather_rows(codes[..., :bits], far_idx.gather(1, nth))  # (G, C, bits)
-                cent[..., :bits] = torch.where(empty[..., None], seed, cent[..., :bits])
-
-        short = (lengths <= C)[:, None]  # one cluster per valid frame: exact
-        assign = torch.where(short, rank.clamp(min=0), assign)
+        short = lengths <= C  # (G,): one cluster per valid frame, exact; no K-means needed
+        assign = rank.clamp(min=0)
+        if not bool(short.all()):
+            long_ = ~short
+            assign = torch.where(short[:, None], assign, _lloyd(
+                hash_queries(q.reshape(G, N, E), planes), valid, lengths, long_, C, iterations))
         assign = assign.masked_fill(~valid, C)
     return assign.view(B, H, N)
 
 
-class _NearestCentroid:
-    """Most similar centroid of every code (ties: lowest index), in chunks of queries.
+def _lloyd(codes: Tensor, valid: Tensor, lengths: Tensor, long_: Tensor, C: int, iterations: int
+           ) -> Tensor:
+    """Hamming K-means of ±1 ``codes`` `(G, N, bits)` -> assignment `(G, N)` int64, meaningful
+    for the groups with ``long_`` `(G,)` (more than C valid frames, so all C centroids active).
 
-    The argmax is one max over exact float keys ``P·score + (P-1-c)``. Centroid codes are scaled
-    by P (a power of two > C), so the bfloat16 matmul output ``P·score`` is still exact. Chunks
-    keep the `(G, n, C)` scores cache-sized, and their buffers are reused by every Lloyd step.
+    Each step updates what changed since the previous one: the votes (member sums) only for the
+    queries that moved, the similarity keys only for the centroids that changed.
+    """
+    G, N, bits = codes.shape
+    dev = codes.device
+    # initial centroids: the codes of C evenly spaced valid frames
+    slot = torch.arange(C, device=dev)
+    valid_first = torch.argsort((~valid).to(torch.int8), dim=-1, stable=True)  # (G, N)
+    init = valid_first.gather(1, (slot * lengths[:, None] // C).clamp(max=N - 1))
+    cent = gather_rows(codes, init)  # (G, C, bits)
+    nearest = _NearestCentroid(codes, C)
+    # member rows: the bits plus a count column; padding queries add nothing
+    member = (torch.cat([codes, codes[..., :1].abs()], -1) * valid[..., None]).view(G * N, bits + 1)
+    offset = torch.arange(G, device=dev)[:, None] * C
+    position = torch.arange(N, device=dev)
+    votes = torch.zeros(G * C, bits + 1, device=dev)  # Σ member bits and members per cluster
+    assign, reseeded = None, False
+    for it in range(iterations):
+        new, best = nearest(cent)
+        if assign is None:
+            votes.index_add_(0, (new + offset).view(-1), member)
+        else:
+            moved = (new != assign).view(-1).nonzero().squeeze(1)  # flat (g, n) of moved queries
+            if not reseeded and len(moved) == 0:
+                break  # fixed point: further steps change nothing
+            rows = member.index_select(0, moved)
+            votes.index_add_(0, (new + offset).view(-1)[moved], rows)
+            votes.index_add_(0, (assign + offset).view(-1)[moved], rows, alpha=-1)
+        assign = new
+        if it == iterations - 1:
+            break
+        bit_votes, counts = votes.view(G, C, bits + 1).split([bits, 1], -1)
+        cent = torch.where(bit_votes == 0, cent, bit_votes.sign())  # majority; ties keep the bit
+        empty = long_[:, None] & (counts[..., 0] == 0)  # (G, C)
+        reseeded = bool(empty.any())
+        if reseeded:  # empty clusters restart at the farthest valid queries (ties: lowest index)
+            far = (bits - best).long() * N + (N - 1 - position)  # (G, N), larger = farther
+            far_idx = far.masked_fill(~valid, -1).topk(min(C, N), -1).indices  # (G, min(C, N))
+            nth = (empty.cumsum(-1) - 1).clamp(0, far_idx.shape[1] - 1)  # rank among empties
+            seed = gather_rows(codes, far_idx.gather(1, nth))  # (G, C, bits)
+            cent = torch.where(empty[..., None], seed, cent)
+    return assign
+
+
+class _NearestCentroid:
+    """Most similar centroid of every code (ties: lowest index) by one exact integer matmul and
+    one max over the centroids.
+
+    With h = ⌈C/2⌉ the matmul of ``[h·cent, tie]`` `(C, bits + T)` with ``[codes, 1]ᵀ`` gives
+    ``key[c, n] = h·(cent_c·code_n) + (C-1-c)``, the tie-break spread over T columns of at most
+    127. Dot products of ±1 codes share the parity of ``bits``, so keys of unequal dot products
+    differ by at least 2h > C-1: the largest key is the most similar centroid, the lowest index
+    among equals. Two exact backends give the same keys:
+
+    - ``integer`` (default on CPU when C <= 254): int8 operands, ``torch._int_mm`` with int32 out
+      (VNNI on x86), one call per group; from the second call on only the rows of the centroids
+      that changed are recomputed.
+    - otherwise one float32 ``bmm`` (exact: integers below 2^24 from operands below 2^11, so also
+      under TF32).
     """
 
-    def __init__(self, codes: Tensor, clusters: int, chunk_elements: int = 1 << 18):
-        G, N, W = codes.shape
-        self.P = 1 << (clusters - 1).bit_length()
-        self.rows = max(1, min(N, chunk_elements // (G * clusters)))
-        n_pad = -N % self.rows
-        self.N = N
-        self.codes = F.pad(codes, (0, 0, 0, n_pad)).to(_CODE_DTYPE)  # (G, N + n_pad, W)
-        self.tie_break = (self.P - 1 - torch.arange(clusters, device=codes.device)).float()  # (C,)
-        self.score = codes.new_empty(G, self.rows, clusters, dtype=_CODE_DTYPE)
-        self.key = codes.new_empty(G, self.rows, clusters)
-        self.best_key = codes.new_empty(G, N + n_pad)
+    def __init__(self, codes: Tensor, clusters: int, integer: bool | None = None):
+        G, N, bits = codes.shape
+        C, dev = clusters, codes.device
+        self.C, self.bits, self.h = C, bits, -(-C // 2)
+        can = self.h <= 127 and hasattr(torch, "_int_mm")
+        self.integer = (dev.type == "cpu" and can) if integer is None else integer
+        if self.integer and not can:
+            raise ValueError(f"int8 keys need clusters <= 254 and torch._int_mm, got {C} clusters")
+        dtype = torch.int8 if self.integer else torch.float32
+        T = max(1, -(-(C - 1) // 127))  # tie-break columns
+        tie = (C - 1 - torch.arange(C, device=dev))[:, None] - 127 * torch.arange(T, device=dev)
+        self.tie = tie.clamp(0, 127).to(dtype).expand(G, C, T)  # (G, C, T), rows sum to C-1-c
+        self.codes_t = torch.cat([codes, codes.new_ones(G, N, T)], -1).to(dtype).transpose(1, 2) \
+            .contiguous()  # (G, bits + T, N)
+        self.key = torch.empty(G, C, N, device=dev, dtype=torch.int32 if self.integer else dtype)
+        self.lhs = None  # the previous call's centroid operand
 
     def __call__(self, cent: Tensor) -> tuple[Tensor, Tensor]:
-        """cent `(G, C, W)` ±1 (plus bias columns) -> assignment `(G, N)` int64 and the best
-        score `(G, N)` (float32, = bits - 2·Hamming distance for active centroids)."""
-        cent_lp = (cent * self.P).to(_CODE_DTYPE).transpose(1, 2)  # (G, W, C)
-        for i in range(0, self.codes.shape[1], self.rows):
-            torch.bmm(self.codes[:, i:i + self.rows], cent_lp, out=self.score)
-            torch.add(self.score, self.tie_break, out=self.key)
-            torch.amax(self.key, -1, out=self.best_key[:, i:i + self.rows])
-        key = self.best_key[:, :self.N]
-        best = torch.floor(key / self.P)  # (G, N)
-        return ((self.P - 1) - (key - best * self.P)).long(), best
+        """cent `(G, C, bits)` ±1 -> assignment `(G, N)` int64 and the best dot product `(G, N)`
+        (float32, = bits - 2·Hamming distance)."""
+        lhs = torch.cat([(cent * self.h).to(self.tie.dtype), self.tie], -1)  # (G, C, bits + T)
+        if not self.integer:
+            torch.bmm(lhs, self.codes_t, out=self.key)
+        elif self.lhs is None:
+            for g in range(lhs.shape[0]):
+                torch._int_mm(lhs[g], self.codes_t[g], out=self.key[g])
+        else:
+            changed = (lhs != self.lhs).any(-1)  # (G, C)
+            for g, n_changed in enumerate(changed.sum(-1).tolist()):
+                if n_changed == self.C:
+                    torch._int_mm(lhs[g], self.codes_t[g], out=self.key[g])
+                elif n_changed:
+                    rows = changed[g].nonzero().squeeze(1)
+                    self.key[g].index_copy_(0, rows, torch._int_mm(lhs[g, rows], self.codes_t[g]))
+        self.lhs = lhs
+        key = self.key.amax(1).long() + self.h * self.bits  # (G, N): 2h·agreements + C-1-c
+        agree = torch.div(key, 2 * self.h, rounding_mode="floor")
+        return (self.C - 1) - (key - agree * 2 * self.h), (2 * agree - self.bits).float()
 
 
 def cluster_means(x: Tensor, assign: Tensor, clusters: int) -> tuple[Tensor, Tensor]:
