@@ -205,22 +205,24 @@ def test_nearest_centroid_is_hamming_argmin_with_lowest_index_ties(bits, C, inte
     g = torch.Generator().manual_seed(C + bits)
     G, N = 3, 300
     codes = torch.randint(2, (G, N, bits), generator=g).float() * 2 - 1
-    nearest = clustered._NearestCentroid(codes, C, integer=integer)
+    T = clustered._tie_columns(C)
+    nearest = clustered._NearestCentroid(torch.cat([codes, torch.ones(G, N, T + 3)], -1), bits, C,
+                                         integer=integer)
     cent = torch.randint(2, (G, C, bits), generator=g).float() * 2 - 1
     for step in range(3):  # later steps change some centroids: only their keys are recomputed
         if step:
             changed = torch.rand(G, C, generator=g) < 0.3
             cent = torch.where(changed[..., None], -cent, cent)
-        assign, best = nearest(cent)
+        assign = nearest(cent)
         distance = (codes[:, :, None, :] != cent[:, None, :, :]).sum(-1)  # (G, N, C)
         assert torch.equal(assign, distance.argmin(-1))  # argmin returns the first minimum
-        assert torch.equal(best, bits - 2 * distance.amin(-1).float())
+        assert torch.equal(nearest.best_dot(), bits - 2 * distance.amin(-1))
         assert (distance == distance.amin(-1, keepdim=True)).sum(-1).max() > 1 or C == 1  # ties
 
 
 def test_int8_keys_refuse_too_many_clusters():
     with pytest.raises(ValueError, match="clusters <= 254"):
-        clustered._NearestCentroid(torch.ones(1, 4, 3), 300, integer=True)
+        clustered._NearestCentroid(torch.ones(1, 4, 6), 3, 300, integer=True)
 
 
 def test_cluster_queries_short_sequences_get_one_cluster_per_frame():

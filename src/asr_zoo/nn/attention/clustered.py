@@ -45,20 +45,27 @@ __all__ = [
 ]
 
 
-def hash_queries(q: Tensor, planes: Tensor) -> Tensor:
-    """Signs of random projections with bias, as ±1 codes.
+def hash_queries(q: Tensor, planes: Tensor, width: int | None = None) -> Tensor:
+    """Signs of random projections with bias, as ±1 codes, padded with constant +1 columns.
 
     Args:
         q (Tensor): shape `(G, N, E)`.
         planes (Tensor): shape `(bits, E + 1)`; column E is the threshold of each hyperplane.
+        width (int or None): W >= bits, the number of columns; None = bits.
 
     Returns:
-        Tensor: float32, shape `(G, N, bits)`: ``+1 if q·planes[b, :E] > planes[b, E] else -1``.
+        Tensor: float32, shape `(G, N, W)`: ``+1 if q·planes[b, :E] > planes[b, E] else -1``
+        for b < bits, +1 in the columns beyond.
     """
-    E = planes.shape[1] - 1
-    above = torch.addmm(-planes[:, E], q.reshape(-1, E).float(), planes[:, :E].T)  # q·a - a[E]
+    bits, E = planes.shape[0], planes.shape[1] - 1
+    W = bits if width is None else width
+    weight = planes.new_zeros(E, W)
+    weight[:, :bits] = planes[:, :E].T
+    threshold = planes.new_full((W,), -1.0)  # pad columns: 0 > -1, they read +1
+    threshold[:bits] = planes[:, E]
+    above = torch.addmm(-threshold, q.reshape(-1, E).float(), weight)  # (G·N, W): q·a - a[E]
     codes = above.sign_().sub_(0.5).sign_()  # +1 where q·a > a[E], else -1 (ties too)
-    return codes.view(*q.shape[:-1], planes.shape[0])
+    return codes.view(*q.shape[:-1], W)
 
 
 def cluster_queries(
@@ -81,7 +88,7 @@ def cluster_queries(
         queries get ``C`` (no cluster).
     """
     if not 1 <= bits <= 63:
-        raise ValueError(f"bits must be in [1, 63] (codes must stay exact in int8 keys), got {bits}")
+        raise ValueError(f"bits must be in [1, 63], got {bits}")
     if clusters < 1 or iterations < 1:
         raise ValueError(f"need clusters >= 1 and iterations >= 1, got {clusters}, {iterations}")
     B, H, N, E = q.shape
@@ -95,71 +102,83 @@ def cluster_queries(
         short = lengths <= C  # (G,): one cluster per valid frame, exact; no K-means needed
         assign = rank.clamp(min=0)
         if not bool(short.all()):
-            long_ = ~short
-            assign = torch.where(short[:, None], assign, _lloyd(
-                hash_queries(q.reshape(G, N, E), planes), valid, lengths, long_, C, iterations))
+            # code columns: the bits, one +1 column (member counts, key tie-break), more +1 columns
+            # for the tie-break if C > 128, up to a multiple of 16; padding rows all zero
+            width = -(-(bits + _tie_columns(C)) // 16) * 16
+            codes = hash_queries(q.reshape(G, N, E), planes, width)
+            if pad_mask is not None:
+                codes.masked_fill_(~valid[..., None], 0.0)
+            kmeans = _lloyd(codes, bits, valid, lengths, ~short, C, iterations)
+            assign = torch.where(short[:, None], assign, kmeans)
         assign = assign.masked_fill(~valid, C)
     return assign.view(B, H, N)
 
 
-def _lloyd(codes: Tensor, valid: Tensor, lengths: Tensor, long_: Tensor, C: int, iterations: int
-           ) -> Tensor:
-    """Hamming K-means of ±1 ``codes`` `(G, N, bits)` -> assignment `(G, N)` int64, meaningful
-    for the groups with ``long_`` `(G,)` (more than C valid frames, so all C centroids active).
+def _lloyd(codes: Tensor, bits: int, valid: Tensor, lengths: Tensor, long_: Tensor, C: int,
+           iterations: int) -> Tensor:
+    """Hamming K-means -> assignment `(G, N)` int64, meaningful for the groups with ``long_``
+    `(G,)` (more than C valid frames, so all C centroids active).
 
-    Each step updates what changed since the previous one: the votes (member sums) only for the
-    queries that moved, the similarity keys only for the centroids that changed.
+    ``codes`` `(G, N, W)`: ±1 bits in the first ``bits`` columns, +1 beyond, padding rows zero
+    (so that the sum of a cluster's rows is its bit votes followed by its member count). Each step
+    updates what changed since the previous one: the votes only for the queries that moved, the
+    similarity keys only for the centroids that changed.
     """
-    G, N, bits = codes.shape
+    G, N, W = codes.shape
     dev = codes.device
     # initial centroids: the codes of C evenly spaced valid frames
     slot = torch.arange(C, device=dev)
     valid_first = torch.argsort((~valid).to(torch.int8), dim=-1, stable=True)  # (G, N)
     init = valid_first.gather(1, (slot * lengths[:, None] // C).clamp(max=N - 1))
-    cent = gather_rows(codes, init)  # (G, C, bits)
-    nearest = _NearestCentroid(codes, C)
-    # member rows: the bits plus a count column; padding queries add nothing
-    member = (torch.cat([codes, codes[..., :1].abs()], -1) * valid[..., None]).view(G * N, bits + 1)
+    cent = gather_rows(codes, init)[..., :bits]  # (G, C, bits)
+    nearest = _NearestCentroid(codes, bits, C)
+    rows = codes.view(G * N, W)
     offset = torch.arange(G, device=dev)[:, None] * C
-    position = torch.arange(N, device=dev)
-    votes = torch.zeros(G * C, bits + 1, device=dev)  # Σ member bits and members per cluster
-    assign, reseeded = None, False
+    votes = torch.zeros(G * C, W, device=dev)  # Σ member rows: bit votes, then member counts
+    assign, old_flat, reseeded = None, None, False
     for it in range(iterations):
-        new, best = nearest(cent)
+        new = nearest(cent)
+        flat = (new + offset).view(-1)
         if assign is None:
-            votes.index_add_(0, (new + offset).view(-1), member)
+            votes.index_add_(0, flat, rows)
         else:
             moved = (new != assign).view(-1).nonzero().squeeze(1)  # flat (g, n) of moved queries
             if not reseeded and len(moved) == 0:
                 break  # fixed point: further steps change nothing
-            rows = member.index_select(0, moved)
-            votes.index_add_(0, (new + offset).view(-1)[moved], rows)
-            votes.index_add_(0, (assign + offset).view(-1)[moved], rows, alpha=-1)
-        assign = new
+            moved_rows = rows.index_select(0, moved)
+            votes.index_add_(0, flat[moved], moved_rows)
+            votes.index_add_(0, old_flat[moved], moved_rows, alpha=-1)
+        assign, old_flat = new, flat
         if it == iterations - 1:
             break
-        bit_votes, counts = votes.view(G, C, bits + 1).split([bits, 1], -1)
+        bit_votes = votes.view(G, C, W)[..., :bits]
         cent = torch.where(bit_votes == 0, cent, bit_votes.sign())  # majority; ties keep the bit
-        empty = long_[:, None] & (counts[..., 0] == 0)  # (G, C)
+        empty = long_[:, None] & (votes.view(G, C, W)[..., bits] == 0)  # (G, C)
         reseeded = bool(empty.any())
         if reseeded:  # empty clusters restart at the farthest valid queries (ties: lowest index)
-            far = (bits - best).long() * N + (N - 1 - position)  # (G, N), larger = farther
+            position = torch.arange(N, device=dev)
+            far = (bits - nearest.best_dot()).long() * N + (N - 1 - position)  # (G, N), larger = farther
             far_idx = far.masked_fill(~valid, -1).topk(min(C, N), -1).indices  # (G, min(C, N))
             nth = (empty.cumsum(-1) - 1).clamp(0, far_idx.shape[1] - 1)  # rank among empties
-            seed = gather_rows(codes, far_idx.gather(1, nth))  # (G, C, bits)
+            seed = gather_rows(codes, far_idx.gather(1, nth))[..., :bits]  # (G, C, bits)
             cent = torch.where(empty[..., None], seed, cent)
     return assign
+
+
+def _tie_columns(clusters: int) -> int:
+    """T, the code columns that hold the key tie-break C-1-c in pieces of at most 127."""
+    return max(1, -(-(clusters - 1) // 127))
 
 
 class _NearestCentroid:
     """Most similar centroid of every code (ties: lowest index) by one exact integer matmul and
     one max over the centroids.
 
-    With h = ⌈C/2⌉ the matmul of ``[h·cent, tie]`` `(C, bits + T)` with ``[codes, 1]ᵀ`` gives
-    ``key[c, n] = h·(cent_c·code_n) + (C-1-c)``, the tie-break spread over T columns of at most
-    127. Dot products of ±1 codes share the parity of ``bits``, so keys of unequal dot products
-    differ by at least 2h > C-1: the largest key is the most similar centroid, the lowest index
-    among equals. Two exact backends give the same keys:
+    With h = ⌈C/2⌉ the matmul of ``[h·cent, tie, 0]`` `(C, W)` with the codes gives
+    ``key[c, n] = h·(cent_c·code_n) + (C-1-c)``: the tie-break sits in T columns (at most 127
+    each) where every code reads +1. Dot products of ±1 codes share the parity of ``bits``, so
+    keys of unequal dot products differ by at least 2h > C-1: the largest key is the most similar
+    centroid, the lowest index among equals. Two exact backends give the same keys:
 
     - ``integer`` (default on CPU when C <= 254): int8 operands, ``torch._int_mm`` with int32 out
       (VNNI on x86), one call per group; from the second call on only the rows of the centroids
@@ -168,44 +187,52 @@ class _NearestCentroid:
       under TF32).
     """
 
-    def __init__(self, codes: Tensor, clusters: int, integer: bool | None = None):
-        G, N, bits = codes.shape
+    def __init__(self, codes: Tensor, bits: int, clusters: int, integer: bool | None = None):
+        """codes `(G, N, W)`: ±1 in the first ``bits`` columns, +1 in the next T (0 in padding
+        rows, which then get arbitrary assignments)."""
+        G, N, W = codes.shape
         C, dev = clusters, codes.device
+        T = _tie_columns(C)
+        if W < bits + T:
+            raise ValueError(f"codes need {bits} bit columns and {T} tie-break columns, got {W}")
         self.C, self.bits, self.h = C, bits, -(-C // 2)
         can = self.h <= 127 and hasattr(torch, "_int_mm")
         self.integer = (dev.type == "cpu" and can) if integer is None else integer
         if self.integer and not can:
             raise ValueError(f"int8 keys need clusters <= 254 and torch._int_mm, got {C} clusters")
         dtype = torch.int8 if self.integer else torch.float32
-        T = max(1, -(-(C - 1) // 127))  # tie-break columns
+        self.codes_t = torch.empty(G, W, N, device=dev, dtype=dtype).copy_(codes.transpose(1, 2))
         tie = (C - 1 - torch.arange(C, device=dev))[:, None] - 127 * torch.arange(T, device=dev)
-        self.tie = tie.clamp(0, 127).to(dtype).expand(G, C, T)  # (G, C, T), rows sum to C-1-c
-        self.codes_t = torch.cat([codes, codes.new_ones(G, N, T)], -1).to(dtype).transpose(1, 2) \
-            .contiguous()  # (G, bits + T, N)
+        self.lhs = torch.zeros(G, C, W, device=dev, dtype=dtype)  # [h·cent, tie, 0]
+        self.lhs[..., bits:bits + T] = tie.clamp(0, 127).to(dtype)  # rows sum to C-1-c
+        self.cent = None  # centroids of the previous call
         self.key = torch.empty(G, C, N, device=dev, dtype=torch.int32 if self.integer else dtype)
-        self.lhs = None  # the previous call's centroid operand
+        self.best = None
 
-    def __call__(self, cent: Tensor) -> tuple[Tensor, Tensor]:
-        """cent `(G, C, bits)` ±1 -> assignment `(G, N)` int64 and the best dot product `(G, N)`
-        (float32, = bits - 2·Hamming distance)."""
-        lhs = torch.cat([(cent * self.h).to(self.tie.dtype), self.tie], -1)  # (G, C, bits + T)
+    def __call__(self, cent: Tensor) -> Tensor:
+        """cent `(G, C, bits)` ±1 -> assignment `(G, N)` int64."""
+        changed = None if self.cent is None or not self.integer else (cent != self.cent).any(-1)
+        self.cent = cent
+        self.lhs[..., :self.bits] = cent * self.h
         if not self.integer:
-            torch.bmm(lhs, self.codes_t, out=self.key)
-        elif self.lhs is None:
-            for g in range(lhs.shape[0]):
-                torch._int_mm(lhs[g], self.codes_t[g], out=self.key[g])
+            torch.bmm(self.lhs, self.codes_t, out=self.key)
+        elif changed is None:
+            for g in range(self.lhs.shape[0]):
+                torch._int_mm(self.lhs[g], self.codes_t[g], out=self.key[g])
         else:
-            changed = (lhs != self.lhs).any(-1)  # (G, C)
             for g, n_changed in enumerate(changed.sum(-1).tolist()):
                 if n_changed == self.C:
-                    torch._int_mm(lhs[g], self.codes_t[g], out=self.key[g])
+                    torch._int_mm(self.lhs[g], self.codes_t[g], out=self.key[g])
                 elif n_changed:
                     rows = changed[g].nonzero().squeeze(1)
-                    self.key[g].index_copy_(0, rows, torch._int_mm(lhs[g, rows], self.codes_t[g]))
-        self.lhs = lhs
-        key = self.key.amax(1).long() + self.h * self.bits  # (G, N): 2h·agreements + C-1-c
-        agree = torch.div(key, 2 * self.h, rounding_mode="floor")
-        return (self.C - 1) - (key - agree * 2 * self.h), (2 * agree - self.bits).float()
+                    self.key[g].index_copy_(0, rows, torch._int_mm(self.lhs[g, rows], self.codes_t[g]))
+        # shifted keys 2h·agreements + (C-1-c) >= 0: the centroid is C-1 minus the remainder
+        self.best = self.key.amax(1).long() + self.h * self.bits  # (G, N)
+        return (self.C - 1) - self.best.remainder(2 * self.h)
+
+    def best_dot(self) -> Tensor:
+        """The best dot product `(G, N)` of the last call (= bits - 2·Hamming distance)."""
+        return 2 * torch.div(self.best, 2 * self.h, rounding_mode="floor") - self.bits
 
 
 def cluster_means(x: Tensor, assign: Tensor, clusters: int) -> tuple[Tensor, Tensor]:

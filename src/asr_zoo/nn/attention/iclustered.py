@@ -67,23 +67,24 @@ def topk_attention(
     C, K = top_idx.shape[1:]
     dev = q.device
     s = min(_MAX_SLOT, 1 << max(2, (-(-N // C) - 1).bit_length()))  # ~ mean cluster size, pow. of 2
-    S = -(-N // s) + C + 1  # slots needed in the worst case: Σ_j ⌈n_j / s⌉ <= N/s + C + 1
     order = torch.argsort(assign, dim=-1, stable=True)  # (G, N): queries sorted by cluster
     sorted_assign = assign.gather(1, order)
     counts = torch.zeros(G, C + 1, dtype=torch.long, device=dev).scatter_add_(
         1, assign, torch.ones_like(assign))  # (G, C+1)
+    counts[:, C] = 0  # queries of no cluster get no slot
     first = counts.cumsum(-1) - counts  # (G, C+1): sorted position of each cluster's first query
     rank = torch.arange(N, device=dev) - first.gather(1, sorted_assign)  # (G, N): rank in cluster
-    slots = -(-counts // s)
+    slots = -(-counts // s)  # (G, C+1)
+    S = max(1, int(slots.sum(-1).max()))  # slots of the fullest group (one host sync)
     first_slot = slots.cumsum(-1) - slots  # (G, C+1)
     slot = first_slot.gather(1, sorted_assign) + rank // s  # (G, N), for sorted queries
-    row = slot * s + rank % s  # (G, N): row in the slot buffer
-
-    source = torch.full((G, S * s), N, dtype=torch.long, device=dev).scatter_(1, row, order)  # N = empty
-    q_rows = gather_rows(F.pad(q, (0, 0, 0, 1)), source).view(G, S, s, E)  # row N of padded q is 0
-    slot_cluster = torch.full((G, S), C, dtype=torch.long, device=dev).scatter_(1, slot, sorted_assign)
-    top_idx = F.pad(top_idx, (0, 0, 0, 1))  # (G, C+1, K): cluster C reads key 0 with mass 0
-    mass = F.pad(mass, (0, 1))  # (G, C+1)
+    member = sorted_assign < C  # (G, N): sorted queries that have a cluster
+    row = torch.where(member, slot * s + rank % s, S * s)  # (G, N): row in the slot buffer
+    # empty rows read query 0 and slots without queries cluster 0: their outputs are never read
+    source = torch.zeros(G, S * s + 1, dtype=torch.long, device=dev).scatter_(1, row, order)
+    q_rows = gather_rows(q, source[:, :-1]).view(G, S, s, E)
+    slot_cluster = torch.zeros(G, S + 1, dtype=torch.long, device=dev).scatter_(
+        1, torch.where(member, slot, S), sorted_assign)[:, :-1]  # (G, S)
     keys = gather_rows(top_idx, slot_cluster).view(G, S * K)  # (G, S·K): key index per slot entry
     k_top = gather_rows(k, keys).view(G, S, K, E)
     v_top = gather_rows(v, keys).view(G, S, K, -1)
@@ -93,7 +94,7 @@ def topk_attention(
     weights = scores.masked_fill_(~ok, torch.finfo(scores.dtype).min).softmax(-1)
     weights = weights * mass.gather(1, slot_cluster)[..., None, None]
     weights = F.dropout(weights, dropout) if dropout > 0 else weights
-    out_rows = (weights @ v_top).view(G, S * s, -1)  # (G, S·s, M)
+    out_rows = F.pad((weights @ v_top).view(G, S * s, -1), (0, 0, 0, 1))  # (G, S·s + 1, M), last 0
     query_row = torch.empty_like(row).scatter_(1, order, row)  # (G, N): row of each query
     return gather_rows(out_rows, query_row)
 
