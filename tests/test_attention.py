@@ -13,8 +13,8 @@ import torch
 from omegaconf import OmegaConf
 
 from asr_zoo.nn.attention import ATTENTION, build_attention, clustered
-from asr_zoo.nn.attention.clustered import cluster_queries, clustered_attention
-from asr_zoo.nn.attention.iclustered import improved_clustered_attention
+from asr_zoo.nn.attention.clustered import centroid_attention, cluster_queries, clustered_attention
+from asr_zoo.nn.attention.iclustered import improved_clustered_attention, topk_attention
 from asr_zoo.nn.attention.linear import LinearAttention, linear_attention, linear_attention_step
 from asr_zoo.nn.attention.pooled import pooled_attention
 from asr_zoo.nn.attention.softmax import softmax_attention
@@ -129,6 +129,62 @@ def test_iclustered_matches_per_query_definition(clusters, topk):
                 row = a_c.clone()
                 row[top] = a_c[top].sum() * torch.softmax(ks[top] @ qs[i] / E**0.5, -1)
                 assert torch.allclose(out[b, h, i], row @ vs, atol=1e-10)
+
+
+def _seeded(fn, seed=0):
+    """fn with the global RNG reset before every call: the same dropout masks for gradcheck."""
+    def call(*args):
+        torch.manual_seed(seed)
+        return fn(*args)
+    return call
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+@pytest.mark.parametrize("K", [4, 0])
+def test_centroid_attention_backward_is_gradcheck_exact(K, dropout):
+    G, C, N, E = 2, 3, 11, 4
+    g = torch.Generator().manual_seed(0)
+    q_c, k, v = (torch.randn(G, n, E, generator=g, dtype=torch.float64, requires_grad=True)
+                 for n in (C, N, N))
+    key_pad = _pad_mask([11, 8], N)
+
+    def f(q_c, k, v):
+        rest, mass, _ = centroid_attention(q_c, k, v, key_pad, K, dropout)
+        return rest, mass
+
+    assert torch.autograd.gradcheck(_seeded(f), (q_c, k, v))
+    rest, mass, top = centroid_attention(q_c, k, v, key_pad, K)  # against the definition
+    a = torch.softmax((q_c @ k.transpose(1, 2) / E**0.5).masked_fill(key_pad[:, None], -torch.inf), -1)
+    on_top = torch.zeros_like(a, dtype=torch.bool).scatter_(-1, top, True)
+    assert torch.equal(top.sort(-1).values, a.topk(K, -1).indices.sort(-1).values)
+    assert torch.allclose(mass, (a * on_top).sum(-1), atol=1e-12)
+    assert torch.allclose(rest, (a * ~on_top) @ v, atol=1e-12)
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_topk_attention_backward_is_gradcheck_exact(dropout):
+    G, C, N, E, K = 2, 3, 13, 4, 5
+    g = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(G, N, E, generator=g, dtype=torch.float64, requires_grad=True)
+               for _ in range(3))
+    mass = torch.rand(G, C, generator=g, dtype=torch.float64).requires_grad_()
+    rest = torch.randn(G, C, E, generator=g, dtype=torch.float64, requires_grad=True)
+    assign = torch.randint(C, (G, N), generator=g)
+    assign[1, 9:] = C  # padding queries: no cluster
+    top_idx = torch.stack([torch.randperm(N, generator=g)[:K] for _ in range(G * C)]).view(G, C, K)
+    key_valid = ~_pad_mask([13, 9], N)
+
+    def f(q, k, v, mass, rest):
+        return topk_attention(q, k, v, assign, top_idx, key_valid, mass, rest, dropout)
+
+    assert torch.autograd.gradcheck(_seeded(f), (q, k, v, mass, rest))
+    out = f(q, k, v, mass, rest)
+    assert (out[1, 9:] == 0).all()
+    for b in range(G):  # without dropout: against one query at a time
+        for i in range(9 if b else N):
+            j, top = assign[b, i], top_idx[b, assign[b, i]]
+            w = torch.softmax((k[b, top] @ q[b, i] / E**0.5).masked_fill(~key_valid[b, top], -torch.inf), -1)
+            assert dropout or torch.allclose(out[b, i], mass[b, j] * w @ v[b, top] + rest[b, j], atol=1e-12)
 
 
 def test_pooled_stride_one_is_softmax():

@@ -17,8 +17,9 @@ All of it is batched tensor code. With ±1 codes the number of equal bits is a m
 assignment is one exact int8 matmul (tie-break folded into the keys) and one max per Lloyd step,
 and each step recomputes only what changed: keys of changed centroids, votes of moved queries.
 Padding queries join no cluster, and an utterance with L <= C valid frames gets one cluster per
-frame, which is exact softmax attention (no K-means is run for it). Hashing and clustering run in
-float32 under autocast.
+frame, which is exact softmax attention (no K-means is run for it). The centroid attention is an
+autograd Function with a hand-written backward (:func:`centroid_attention`, shared with
+i-clustered). The whole kernel runs in float32 (float64 for float64 inputs), also under autocast.
 """
 
 from __future__ import annotations
@@ -37,11 +38,14 @@ __all__ = [
     "ClusteredAttention",
     "ClusteredAttentionConfig",
     "broadcast_to_members",
+    "centroid_attention",
     "cluster_means",
     "cluster_queries",
     "clustered_attention",
+    "drop_mask",
     "gather_rows",
     "hash_queries",
+    "index_add_rows",
 ]
 
 
@@ -181,8 +185,8 @@ class _NearestCentroid:
     centroid, the lowest index among equals. Two exact backends give the same keys:
 
     - ``integer`` (default on CPU when C <= 254): int8 operands, ``torch._int_mm`` with int32 out
-      (VNNI on x86), one call per group; from the second call on only the rows of the centroids
-      that changed are recomputed.
+      (VNNI on x86), one call per group; from the second call on, a group in which fewer than
+      half of the centroids changed recomputes only their rows.
     - otherwise one float32 ``bmm`` (exact: integers below 2^24 from operands below 2^11, so also
       under TF32).
     """
@@ -221,7 +225,7 @@ class _NearestCentroid:
                 torch._int_mm(self.lhs[g], self.codes_t[g], out=self.key[g])
         else:
             for g, n_changed in enumerate(changed.sum(-1).tolist()):
-                if n_changed == self.C:
+                if 2 * n_changed >= self.C:  # as fast as the rows alone plus their copy
                     torch._int_mm(self.lhs[g], self.codes_t[g], out=self.key[g])
                 elif n_changed:
                     rows = changed[g].nonzero().squeeze(1)
@@ -282,6 +286,84 @@ def broadcast_to_members(y: Tensor, assign: Tensor) -> Tensor:
     return gather_rows(F.pad(y, (0, 0, 0, 1)), assign)  # row C of the padded y is 0
 
 
+def drop_mask(like: Tensor, p: float) -> Tensor | None:
+    """Inverted-dropout multipliers (0 or 1/(1-p)) shaped like ``like``, or None for p = 0."""
+    return None if p <= 0 else torch.rand_like(like).ge_(p).to(like.dtype).div_(1 - p)
+
+
+def index_add_rows(rows: Tensor, index: Tensor, N: int) -> Tensor:
+    """``out[g, index[g, r]] += rows[g, r]``: rows `(G, R, M)`, index `(G, R)` -> `(G, N, M)`."""
+    G, R, M = rows.shape
+    flat = (index + torch.arange(G, device=rows.device)[:, None] * N).view(-1)
+    return rows.new_zeros(G * N, M).index_add_(0, flat, rows.reshape(G * R, M)).view(G, N, M)
+
+
+class _CentroidAttention(torch.autograd.Function):
+    """Centroid attention split at each centroid's top keys; see :func:`centroid_attention`.
+
+    Saves A `(G, C, N)` and the top keys' values; the backward is three `(G, C, N)`-sized matmuls
+    plus one for the value gradient, and two passes over A.
+    """
+
+    @staticmethod
+    def forward(ctx, q_c, k, v, key_bias, K, dropout):
+        E = q_c.shape[-1]
+        a = torch.baddbmm(key_bias, q_c, k.transpose(1, 2), alpha=E**-0.5)  # (G, C, N) scores
+        torch.softmax(a, -1, out=a)  # in place: A
+        top_idx = a.topk(K, dim=-1, sorted=False).indices  # (G, C, K)
+        mass = a.gather(-1, top_idx).sum(-1)  # (G, C)
+        drop = drop_mask(a, dropout)
+        a_drop = a if drop is None else a * drop
+        v_c = torch.bmm(a_drop, v)  # (G, C, M)
+        if K:  # less the top keys' share
+            v_top = gather_rows(v, top_idx.flatten(1)).view(*top_idx.shape, v.shape[-1])
+            v_c -= (a_drop.gather(-1, top_idx).unsqueeze(-2) @ v_top).squeeze(-2)
+        ctx.save_for_backward(q_c, k, v, a, top_idx, drop)
+        ctx.mark_non_differentiable(top_idx)
+        return v_c, mass, top_idx
+
+    @staticmethod
+    def backward(ctx, d_v_c, d_mass, _):
+        q_c, k, v, a, top_idx, drop = ctx.saved_tensors
+        E, N = q_c.shape[-1], v.shape[1]
+        d_a = torch.bmm(d_v_c, v.transpose(1, 2))  # (G, C, N): through v_c
+        if drop is not None:
+            d_a.mul_(drop)
+        # top keys do not enter v_c, only the mass
+        d_a.scatter_(-1, top_idx, d_mass.unsqueeze(-1).expand_as(top_idx))
+        # softmax backward in place: d_s = A ⊙ (d_A - Σ_l d_A·A), times 1/√E of the scores
+        d_s = d_a.sub_(torch.linalg.vecdot(d_a, a).unsqueeze(-1)).mul_(a).mul_(E**-0.5)
+        d_q_c = torch.bmm(d_s, k)
+        d_k = torch.bmm(d_s.transpose(1, 2), q_c)
+        a_drop = a if drop is None else a * drop
+        d_v = torch.bmm(a_drop.transpose(1, 2), d_v_c)  # (G, N, M), then less the top keys' share
+        if top_idx.shape[-1]:
+            top_share = a_drop.gather(-1, top_idx).unsqueeze(-1) * d_v_c.unsqueeze(-2)  # (G, C, K, M)
+            d_v -= index_add_rows(top_share.flatten(1, 2), top_idx.flatten(1), N)
+        return d_q_c, d_k, d_v, None, None, None
+
+
+def centroid_attention(q_c: Tensor, k: Tensor, v: Tensor, key_pad: Tensor, topk: int,
+                       dropout: float = 0.0) -> tuple[Tensor, Tensor, Tensor]:
+    """Each centroid's softmax attention over the valid keys, split at its ``topk`` largest weights
+    (``topk = 0``: plain centroid attention, ``rest`` = A V).
+
+    Args:
+        q_c (Tensor): centroids, shape `(G, C, E)`.
+        k (Tensor): shape `(G, N, E)`.
+        v (Tensor): shape `(G, N, M)`.
+        key_pad (Tensor): bool, shape `(G, N)`, True = padding key (weight 0).
+        topk (int): K, 0 <= K <= N.
+        dropout (float): dropout on the weights of the non-top keys.
+
+    Returns:
+        tuple: ``rest`` `(G, C, M)` = Σ_{l ∉ top} A_l v_l, ``mass`` `(G, C)` = Σ_{l ∈ top} A_l and
+        ``top_idx`` `(G, C, K)` (int64), with A = softmax(q_c kᵀ/√E) over the valid keys.
+    """
+    key_bias = torch.zeros_like(key_pad, dtype=q_c.dtype).masked_fill_(key_pad, float("-inf"))
+    return _CentroidAttention.apply(q_c, k, v, key_bias.unsqueeze(1), topk, dropout)
+
+
 def clustered_attention(
     q: Tensor, k: Tensor, v: Tensor, pad_mask: Tensor | None = None, clusters: int = 100,
     bits: int = 63, iterations: int = 10, generator: torch.Generator | None = None,
@@ -299,15 +381,17 @@ def clustered_attention(
         Tensor: shape `(B, H, N, E)`; rows at padding positions are zero.
     """
     B, H, N, E = q.shape
-    assign = cluster_queries(q, pad_mask, clusters, bits, iterations, generator).view(B * H, N)
+    G = B * H
+    assign = cluster_queries(q, pad_mask, clusters, bits, iterations, generator).view(G, N)
     with torch.autocast(q.device.type, enabled=False):
-        qf = q.reshape(B * H, N, E).to(torch.promote_types(q.dtype, torch.float32))
+        dtype = torch.promote_types(v.dtype, torch.float32)
+        qf, kf, vf = (t.reshape(G, N, -1).to(dtype) for t in (q, k, v))
+        key_pad = (torch.zeros(B, N, dtype=torch.bool, device=q.device) if pad_mask is None
+                   else pad_mask)[:, None].expand(B, H, N).reshape(G, N)
         q_c, _ = cluster_means(qf, assign, clusters)  # (G, C, E)
-    q_c = q_c.to(q.dtype).view(B, H, clusters, E)
-    mask = None if pad_mask is None else ~pad_mask[:, None, None, :]  # (B, 1, 1, N), True = attend
-    v_c = F.scaled_dot_product_attention(q_c, k, v, attn_mask=mask, dropout_p=dropout)  # (B, H, C, M)
-    out = broadcast_to_members(v_c.reshape(B * H, clusters, -1), assign)  # (G, N, M)
-    return out.view(B, H, N, -1)
+        v_c, _, _ = centroid_attention(q_c, kf, vf, key_pad, 0, dropout)  # (G, C, M)
+        out = broadcast_to_members(v_c, assign)  # (G, N, M)
+    return out.view(B, H, N, -1).to(v.dtype)
 
 
 @dataclass

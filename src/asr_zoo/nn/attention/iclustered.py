@@ -1,72 +1,80 @@
 """Improved clustered attention, "i-clustered" (thesis §5.5.2, eqs 5.31-5.33).
 
-Legend: B batch, H heads, N sequence length, E head dim, C clusters, G = B·H, k = top keys per
-cluster, S = query slots of s rows each (see :func:`topk_attention`).
+Legend: B batch, H heads, N sequence length, E head dim, M value dim, C clusters, G = B·H,
+K = top keys per cluster, S = query slots of s rows each (see :func:`slot_plan`).
 
 Queries are clustered as in :mod:`.clustered` and each centroid attends to all valid keys, giving
-A_c `(C, N)`. For cluster j, the k keys with the largest centroid attention get exact attention
+A_c `(C, N)`. For cluster j, the K keys with the largest centroid attention get exact attention
 from each member query i, rescaled to the centroid's mass on them::
 
     A_il = m_j · exp(q_i·k_l/√E) / Σ_{r ∈ top(j)} exp(q_i·k_r/√E)   for l ∈ top(j),
     A_il = A_c[j, l]                                                  otherwise,
     m_j  = Σ_{l ∈ top(j)} A_c[j, l].
 
-Each row still sums to one; with k >= N it is exact softmax attention. The other keys' share,
-Σ_{l ∉ top(j)} A_c[j, l] V_l, is computed once per cluster. The top-k part is a sparse product:
+Each row still sums to one; with K >= N it is exact softmax attention. The other keys' share,
+Σ_{l ∉ top(j)} A_c[j, l] V_l, is computed once per cluster. The top-K part is a sparse product:
 queries are sorted by cluster and cut into slots of s rows (about the mean cluster size, 4 to 32)
-that all belong to one cluster,
-so it is one batched matmul against that cluster's k keys: O(N·k·E) time and memory.
-The whole kernel runs in float32 (float64 for float64 inputs), also under autocast.
+that all belong to one cluster, so it is one batched matmul against that cluster's K keys:
+O(N·K·E) time and memory. Both parts are autograd Functions with hand-written backward passes
+(fewer passes over `(G, C, N)` and fewer temporaries than autograd through the composition;
+checked against it and by gradcheck in the tests). The whole kernel runs in float32 (float64
+for float64 inputs), also under autocast.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from .clustered import (
-    ClusteredAttention, ClusteredAttentionConfig, broadcast_to_members, cluster_means, cluster_queries,
-    gather_rows,
+    ClusteredAttention, ClusteredAttentionConfig, centroid_attention, cluster_means, cluster_queries,
+    drop_mask, gather_rows, index_add_rows,
 )
 from .registry import ATTENTION
 
 __all__ = [
     "ImprovedClusteredAttention",
     "ImprovedClusteredAttentionConfig",
+    "SlotPlan",
     "improved_clustered_attention",
+    "slot_plan",
     "topk_attention",
 ]
 
-_MAX_SLOT = 32  # most queries per slot of the sparse top-k product
+_MAX_SLOT = 32  # most queries per slot of the sparse top-K product
 
 
-def topk_attention(
-    q: Tensor, k: Tensor, v: Tensor, assign: Tensor, top_idx: Tensor, key_valid: Tensor, mass: Tensor,
-    dropout: float = 0.0,
-) -> Tensor:
-    """For each query, mass[j] · softmax over the top keys of its cluster j, times their values.
+class SlotPlan(NamedTuple):
+    """Queries sorted by cluster in slots of ``s`` rows; every slot belongs to one cluster.
+
+    Shapes: ``source`` `(G, S·s)` the query of each slot row (0 for empty rows), ``real``
+    `(G, S·s)` bool, ``cluster`` `(G, S)` the cluster of each slot (0 for empty slots),
+    ``row`` `(G, N)` the slot row of each query, ``member`` `(G, N)` bool (False: no cluster).
+    """
+
+    s: int
+    S: int
+    source: Tensor
+    real: Tensor
+    cluster: Tensor
+    row: Tensor
+    member: Tensor
+
+
+def slot_plan(assign: Tensor, clusters: int) -> SlotPlan:
+    """Cut the queries of each cluster into slots of s rows, s a power of two near the mean
+    cluster size (4 to 32). S is the slot count of the fullest group (one host sync).
 
     Args:
-        q (Tensor): shape `(G, N, E)`.
-        k (Tensor): shape `(G, N, E)`.
-        v (Tensor): shape `(G, N, M)`.
-        assign (Tensor): int64, shape `(G, N)`, the cluster of each query in ``[0, C]``
-            (``C`` = none: the query gets zeros).
-        top_idx (Tensor): int64, shape `(G, C, k)`, key indices per cluster.
-        key_valid (Tensor): bool, shape `(G, N)`, False = padding key (gets weight 0).
-        mass (Tensor): shape `(G, C)`, the attention mass to spread over each cluster's top keys.
-        dropout (float): dropout on the top-k weights.
-
-    Returns:
-        Tensor: shape `(G, N, M)`.
+        assign (Tensor): int64, shape `(G, N)`, values in ``[0, C]`` (``C`` = no cluster).
+        clusters (int): C.
     """
-    G, N, E = q.shape
-    C, K = top_idx.shape[1:]
-    dev = q.device
-    s = min(_MAX_SLOT, 1 << max(2, (-(-N // C) - 1).bit_length()))  # ~ mean cluster size, pow. of 2
+    G, N = assign.shape
+    C, dev = clusters, assign.device
+    s = min(_MAX_SLOT, 1 << max(2, (-(-N // C) - 1).bit_length()))
     order = torch.argsort(assign, dim=-1, stable=True)  # (G, N): queries sorted by cluster
     sorted_assign = assign.gather(1, order)
     counts = torch.zeros(G, C + 1, dtype=torch.long, device=dev).scatter_add_(
@@ -75,28 +83,96 @@ def topk_attention(
     first = counts.cumsum(-1) - counts  # (G, C+1): sorted position of each cluster's first query
     rank = torch.arange(N, device=dev) - first.gather(1, sorted_assign)  # (G, N): rank in cluster
     slots = -(-counts // s)  # (G, C+1)
-    S = max(1, int(slots.sum(-1).max()))  # slots of the fullest group (one host sync)
+    S = max(1, int(slots.sum(-1).max()))
     first_slot = slots.cumsum(-1) - slots  # (G, C+1)
     slot = first_slot.gather(1, sorted_assign) + rank // s  # (G, N), for sorted queries
-    member = sorted_assign < C  # (G, N): sorted queries that have a cluster
-    row = torch.where(member, slot * s + rank % s, S * s)  # (G, N): row in the slot buffer
-    # empty rows read query 0 and slots without queries cluster 0: their outputs are never read
+    member = sorted_assign < C
+    row = torch.where(member, slot * s + rank % s, S * s)  # (G, N); S·s = no row
     source = torch.zeros(G, S * s + 1, dtype=torch.long, device=dev).scatter_(1, row, order)
-    q_rows = gather_rows(q, source[:, :-1]).view(G, S, s, E)
-    slot_cluster = torch.zeros(G, S + 1, dtype=torch.long, device=dev).scatter_(
-        1, torch.where(member, slot, S), sorted_assign)[:, :-1]  # (G, S)
-    keys = gather_rows(top_idx, slot_cluster).view(G, S * K)  # (G, S·K): key index per slot entry
-    k_top = gather_rows(k, keys).view(G, S, K, E)
-    v_top = gather_rows(v, keys).view(G, S, K, -1)
-    ok = key_valid.gather(1, keys).view(G, S, 1, K)
+    real = torch.zeros(G, S * s + 1, dtype=torch.bool, device=dev).scatter_(1, row, member)
+    cluster = torch.zeros(G, S + 1, dtype=torch.long, device=dev).scatter_(
+        1, torch.where(member, slot, S), sorted_assign)
+    query_row = torch.empty_like(row).scatter_(1, order, row.clamp(max=S * s - 1))
+    return SlotPlan(s, S, source[:, :-1], real[:, :-1], cluster[:, :-1], query_row, assign < C)
 
-    scores = (q_rows @ k_top.transpose(-1, -2)).mul_(E**-0.5)  # (G, S, s, K)
-    weights = scores.masked_fill_(~ok, torch.finfo(scores.dtype).min).softmax(-1)
-    weights = weights * mass.gather(1, slot_cluster)[..., None, None]
-    weights = F.dropout(weights, dropout) if dropout > 0 else weights
-    out_rows = F.pad((weights @ v_top).view(G, S * s, -1), (0, 0, 0, 1))  # (G, S·s + 1, M), last 0
-    query_row = torch.empty_like(row).scatter_(1, order, row)  # (G, N): row of each query
-    return gather_rows(out_rows, query_row)
+
+class _TopKAttention(torch.autograd.Function):
+    """The exact top-K part plus each cluster's rest; see :func:`topk_attention`.
+
+    Saves the slot rows of q, the slots' keys and values and the softmax weights (all `O(N·K)`).
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, mass, rest, top_idx, key_valid, plan, dropout):
+        G, N, E = q.shape
+        M, K, S, s = v.shape[-1], top_idx.shape[-1], plan.S, plan.s
+        keys = gather_rows(top_idx, plan.cluster).view(G, S * K)  # key index per slot entry
+        q_rows = gather_rows(q, plan.source).view(G, S, s, E)
+        k_top = gather_rows(k, keys).view(G, S, K, E)
+        v_top = gather_rows(v, keys).view(G, S, K, M)
+        scores = torch.matmul(q_rows, k_top.transpose(-1, -2)).mul_(E**-0.5)  # (G, S, s, K)
+        valid = key_valid.gather(1, keys).view(G, S, 1, K)
+        p = torch.softmax(scores.masked_fill_(~valid, torch.finfo(scores.dtype).min), -1, out=scores)
+        m = mass.gather(1, plan.cluster)[..., None, None]  # (G, S, 1, 1)
+        drop = drop_mask(p, dropout)
+        out_rows = torch.matmul(p if drop is None else p * drop, v_top).mul_(m)  # (G, S, s, M)
+        out_rows.add_(gather_rows(rest, plan.cluster).unsqueeze(2))
+        out = gather_rows(out_rows.view(G, S * s, M), plan.row)  # (G, N, M)
+        out.masked_fill_(~plan.member.unsqueeze(-1), 0.0)
+        ctx.save_for_backward(q_rows, k_top, v_top, p, m, drop, keys)
+        ctx.plan, ctx.shape = plan, (G, N, mass.shape[1])
+        return out
+
+    @staticmethod
+    def backward(ctx, d_out):
+        q_rows, k_top, v_top, p, m, drop, keys = ctx.saved_tensors
+        plan, (G, N, C) = ctx.plan, ctx.shape
+        S, s, E, M = plan.S, plan.s, q_rows.shape[-1], v_top.shape[-1]
+        d_rows = gather_rows(d_out, plan.source).view(G, S, s, M)
+        d_rows.masked_fill_(~plan.real.view(G, S, s, 1), 0.0)  # empty rows feed nothing back
+        d_rest = index_add_rows(d_rows.sum(2), plan.cluster, C)  # (G, C, M)
+        p_drop = p if drop is None else p * drop
+        d_v_top = torch.matmul(p_drop.transpose(-1, -2), d_rows).mul_(m)  # (G, S, K, M)
+        d_w = torch.matmul(d_rows, v_top.transpose(-1, -2))  # (G, S, s, K)
+        if drop is not None:
+            d_w.mul_(drop)
+        d_m = torch.linalg.vecdot(d_w.flatten(2), p.flatten(2)).unsqueeze(-1)  # (G, S, 1)
+        d_mass = index_add_rows(d_m, plan.cluster, C).squeeze(-1)  # (G, C)
+        d_p = d_w.mul_(m)
+        d_s = d_p.sub_(torch.linalg.vecdot(d_p, p).unsqueeze(-1)).mul_(p).mul_(E**-0.5)
+        d_q = index_add_rows(torch.matmul(d_s, k_top).view(G, S * s, E), plan.source, N)
+        d_k = index_add_rows(torch.matmul(d_s.transpose(-1, -2), q_rows).view(G, -1, E), keys, N)
+        d_v = index_add_rows(d_v_top.view(G, -1, M), keys, N)
+        return d_q, d_k, d_v, d_mass, d_rest, None, None, None, None
+
+
+def topk_attention(
+    q: Tensor, k: Tensor, v: Tensor, assign: Tensor, top_idx: Tensor, key_valid: Tensor, mass: Tensor,
+    rest: Tensor | None = None, dropout: float = 0.0, plan: SlotPlan | None = None,
+) -> Tensor:
+    """For each query, mass[j] · softmax over the top keys of its cluster j, times their values,
+    plus ``rest[j]``.
+
+    Args:
+        q (Tensor): shape `(G, N, E)`.
+        k (Tensor): shape `(G, N, E)`.
+        v (Tensor): shape `(G, N, M)`.
+        assign (Tensor): int64, shape `(G, N)`, the cluster of each query in ``[0, C]``
+            (``C`` = none: the query gets zeros).
+        top_idx (Tensor): int64, shape `(G, C, K)`, key indices per cluster.
+        key_valid (Tensor): bool, shape `(G, N)`, False = padding key (gets weight 0).
+        mass (Tensor): shape `(G, C)`, the attention mass to spread over each cluster's top keys.
+        rest (Tensor or None): shape `(G, C, M)`, added to every member of the cluster.
+        dropout (float): dropout on the top-K weights.
+        plan (SlotPlan or None): :func:`slot_plan` of ``assign`` (computed if None).
+
+    Returns:
+        Tensor: shape `(G, N, M)`.
+    """
+    G, C = mass.shape
+    plan = slot_plan(assign, C) if plan is None else plan
+    rest = mass.new_zeros(G, C, v.shape[-1]) if rest is None else rest
+    return _TopKAttention.apply(q, k, v, mass, rest, top_idx, key_valid, plan, dropout)
 
 
 def improved_clustered_attention(
@@ -126,18 +202,10 @@ def improved_clustered_attention(
         key_pad = (torch.zeros(B, N, dtype=torch.bool, device=q.device) if pad_mask is None
                    else pad_mask)[:, None].expand(B, H, N).reshape(G, N)
         q_c, _ = cluster_means(qf, assign, clusters)  # (G, C, E)
-        key_bias = torch.zeros(G, 1, N, device=q.device, dtype=dtype)
-        key_bias.masked_fill_(key_pad[:, None], float("-inf"))  # (G, 1, N)
-        a_c = torch.baddbmm(key_bias, q_c, kf.transpose(1, 2), alpha=E**-0.5).softmax(-1)  # (G, C, N)
-        top_idx = a_c.topk(min(topk, N), dim=-1, sorted=False).indices  # (G, C, k)
-        mass = a_c.gather(-1, top_idx).sum(-1)  # (G, C)
-        a_c = F.dropout(a_c, dropout) if dropout > 0 else a_c
-        # the other keys' share, once per cluster: all keys minus the top ones
-        v_keys = gather_rows(vf, top_idx.view(G, -1)).view(*top_idx.shape, -1)  # (G, C, k, M)
-        v_c = a_c @ vf - (a_c.gather(-1, top_idx).unsqueeze(-2) @ v_keys).squeeze(-2)  # (G, C, M)
-        v_rest = broadcast_to_members(v_c, assign)  # (G, N, M)
-        v_top = topk_attention(qf, kf, vf, assign, top_idx, ~key_pad, mass, dropout)
-        out = v_rest + v_top
+        rest, mass, top_idx = centroid_attention(q_c, kf, vf, key_pad, min(topk, N), dropout)
+        with torch.no_grad():
+            plan = slot_plan(assign, clusters)
+        out = topk_attention(qf, kf, vf, assign, top_idx, ~key_pad, mass, rest, dropout, plan)
     return out.view(B, H, N, -1).to(v.dtype)
 
 
