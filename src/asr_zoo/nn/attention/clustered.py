@@ -24,6 +24,7 @@ i-clustered). The whole kernel runs in float32 (float64 for float64 inputs), als
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -169,6 +170,16 @@ def _lloyd(codes: Tensor, bits: int, valid: Tensor, lengths: Tensor, long_: Tens
     return assign
 
 
+@functools.cache
+def _int_mm_on_cpu() -> bool:
+    """Whether this torch has a CPU ``torch._int_mm`` (int8 x int8 -> int32) that computes."""
+    try:
+        a = torch.ones(2, 8, dtype=torch.int8)
+        return bool((torch._int_mm(a, a.T) == 8).all())
+    except (AttributeError, RuntimeError, NotImplementedError):
+        return False
+
+
 def _tie_columns(clusters: int) -> int:
     """T, the code columns that hold the key tie-break C-1-c in pieces of at most 127."""
     return max(1, -(-(clusters - 1) // 127))
@@ -200,10 +211,10 @@ class _NearestCentroid:
         if W < bits + T:
             raise ValueError(f"codes need {bits} bit columns and {T} tie-break columns, got {W}")
         self.C, self.bits, self.h = C, bits, -(-C // 2)
-        can = self.h <= 127 and hasattr(torch, "_int_mm")
+        can = self.h <= 127 and _int_mm_on_cpu()
         self.integer = (dev.type == "cpu" and can) if integer is None else integer
         if self.integer and not can:
-            raise ValueError(f"int8 keys need clusters <= 254 and torch._int_mm, got {C} clusters")
+            raise ValueError(f"int8 keys need clusters <= 254 and torch._int_mm on CPU, got {C} clusters")
         dtype = torch.int8 if self.integer else torch.float32
         self.codes_t = torch.empty(G, W, N, device=dev, dtype=dtype).copy_(codes.transpose(1, 2))
         tie = (C - 1 - torch.arange(C, device=dev))[:, None] - 127 * torch.arange(T, device=dev)
