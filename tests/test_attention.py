@@ -187,6 +187,30 @@ def test_topk_attention_backward_is_gradcheck_exact(dropout):
             assert dropout or torch.allclose(out[b, i], mass[b, j] * w @ v[b, top] + rest[b, j], atol=1e-12)
 
 
+@pytest.mark.parametrize("dropout", [0.0, 0.2])
+def test_iclustered_gradients_equal_the_composition_of_its_parts(dropout):
+    q, k, v = (t.requires_grad_() for t in _qkv(N=40, E=4))
+    B, H, N, E = q.shape
+    pad, C, K = _pad_mask([40, 29], N), 5, 6
+    grad = torch.randn(B, H, N, E, dtype=q.dtype, generator=torch.Generator().manual_seed(2))
+    torch.manual_seed(3)  # same dropout masks in both
+    out = improved_clustered_attention(q, k, v, pad, clusters=C, topk=K, dropout=dropout,
+                                       generator=torch.Generator().manual_seed(1))
+    fused = torch.autograd.grad(out, (q, k, v), grad)
+
+    torch.manual_seed(3)
+    assign = cluster_queries(q, pad, C, generator=torch.Generator().manual_seed(1)).view(B * H, N)
+    qf, kf, vf = (t.reshape(B * H, N, E) for t in (q, k, v))
+    key_pad = pad[:, None].expand(B, H, N).reshape(B * H, N)
+    one_hot = torch.nn.functional.one_hot(assign, C + 1)[..., :C].to(q.dtype)  # (G, N, C)
+    q_c = (one_hot.transpose(1, 2) @ qf) / one_hot.sum(1).clamp(min=1).unsqueeze(-1)  # means
+    rest, mass, top_idx = centroid_attention(q_c, kf, vf, key_pad, K, dropout)
+    ref = topk_attention(qf, kf, vf, assign, top_idx, ~key_pad, mass, rest, dropout)
+    assert torch.allclose(out, ref.view(B, H, N, E), atol=1e-12)
+    for a, b in zip(fused, torch.autograd.grad(ref.view(B, H, N, E), (q, k, v), grad)):
+        assert torch.allclose(a, b, atol=1e-10)
+
+
 def test_pooled_stride_one_is_softmax():
     q, k, v = _qkv()
     pad = _pad_mask([23, 10], 23)

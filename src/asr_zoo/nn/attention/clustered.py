@@ -47,6 +47,7 @@ __all__ = [
     "gather_rows",
     "hash_queries",
     "index_add_rows",
+    "key_bias",
 ]
 
 
@@ -302,56 +303,72 @@ def drop_mask(like: Tensor, p: float) -> Tensor | None:
     return None if p <= 0 else torch.rand_like(like).ge_(p).to(like.dtype).div_(1 - p)
 
 
-def index_add_rows(rows: Tensor, index: Tensor, N: int) -> Tensor:
-    """``out[g, index[g, r]] += rows[g, r]``: rows `(G, R, M)`, index `(G, R)` -> `(G, N, M)`."""
+def index_add_rows(rows: Tensor, index: Tensor, N: int, out: Tensor | None = None,
+                   alpha: float = 1.0) -> Tensor:
+    """``out[g, index[g, r]] += alpha · rows[g, r]``: rows `(G, R, M)`, index `(G, R)` -> ``out``
+    `(G, N, M)` (zeros if None; else added to in place)."""
     G, R, M = rows.shape
     flat = (index + torch.arange(G, device=rows.device)[:, None] * N).view(-1)
-    return rows.new_zeros(G * N, M).index_add_(0, flat, rows.reshape(G * R, M)).view(G, N, M)
+    out = rows.new_zeros(G, N, M) if out is None else out
+    out.view(G * N, M).index_add_(0, flat, rows.reshape(G * R, M), alpha=alpha)
+    return out
+
+
+def _centroid_forward(q_c: Tensor, k: Tensor, v: Tensor, key_bias: Tensor, K: int, dropout: float
+                      ) -> tuple[tuple[Tensor, Tensor, Tensor], tuple]:
+    """The forward of :func:`centroid_attention` (key_bias `(G, 1, N)`: 0 or -inf); returns its
+    outputs and what :func:`_centroid_backward` needs."""
+    E = q_c.shape[-1]
+    a = torch.baddbmm(key_bias, q_c, k.transpose(1, 2), alpha=E**-0.5)  # (G, C, N) scores
+    torch.softmax(a, -1, out=a)  # in place: A
+    top_idx = a.topk(K, dim=-1, sorted=False).indices  # (G, C, K)
+    mass = a.gather(-1, top_idx).sum(-1)  # (G, C)
+    drop = drop_mask(a, dropout)
+    a_drop = a if drop is None else a * drop
+    v_c = torch.bmm(a_drop, v)  # (G, C, M)
+    if K:  # less the top keys' share
+        v_top = gather_rows(v, top_idx.flatten(1)).view(*top_idx.shape, v.shape[-1])
+        v_c -= (a_drop.gather(-1, top_idx).unsqueeze(-2) @ v_top).squeeze(-2)
+    return (v_c, mass, top_idx), (q_c, k, v, a, top_idx, drop)
+
+
+def _centroid_backward(saved: tuple, d_v_c: Tensor, d_mass: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Gradients of q_c, k and v from those of ``v_c`` and ``mass`` (three fresh tensors)."""
+    q_c, k, v, a, top_idx, drop = saved
+    E, N = q_c.shape[-1], v.shape[1]
+    d_a = torch.bmm(d_v_c, v.transpose(1, 2))  # (G, C, N): through v_c
+    if drop is not None:
+        d_a.mul_(drop)
+    # top keys do not enter v_c, only the mass
+    d_a.scatter_(-1, top_idx, d_mass.unsqueeze(-1).expand_as(top_idx))
+    # softmax backward in place: d_s = A ⊙ (d_A - Σ_l d_A·A), times 1/√E of the scores
+    d_s = d_a.sub_(torch.linalg.vecdot(d_a, a).unsqueeze(-1)).mul_(a).mul_(E**-0.5)
+    d_q_c = torch.bmm(d_s, k)
+    d_k = torch.bmm(d_s.transpose(1, 2), q_c)
+    a_drop = a if drop is None else a * drop
+    d_v = torch.bmm(a_drop.transpose(1, 2), d_v_c)  # (G, N, M), then less the top keys' share
+    if top_idx.shape[-1]:
+        top_share = a_drop.gather(-1, top_idx).unsqueeze(-1) * d_v_c.unsqueeze(-2)  # (G, C, K, M)
+        index_add_rows(top_share.flatten(1, 2), top_idx.flatten(1), N, out=d_v, alpha=-1)
+    return d_q_c, d_k, d_v
 
 
 class _CentroidAttention(torch.autograd.Function):
     """Centroid attention split at each centroid's top keys; see :func:`centroid_attention`.
 
-    Saves A `(G, C, N)` and the top keys' values; the backward is three `(G, C, N)`-sized matmuls
-    plus one for the value gradient, and two passes over A.
+    Saves A `(G, C, N)`; the backward is four matmuls and two passes over A.
     """
 
     @staticmethod
     def forward(ctx, q_c, k, v, key_bias, K, dropout):
-        E = q_c.shape[-1]
-        a = torch.baddbmm(key_bias, q_c, k.transpose(1, 2), alpha=E**-0.5)  # (G, C, N) scores
-        torch.softmax(a, -1, out=a)  # in place: A
-        top_idx = a.topk(K, dim=-1, sorted=False).indices  # (G, C, K)
-        mass = a.gather(-1, top_idx).sum(-1)  # (G, C)
-        drop = drop_mask(a, dropout)
-        a_drop = a if drop is None else a * drop
-        v_c = torch.bmm(a_drop, v)  # (G, C, M)
-        if K:  # less the top keys' share
-            v_top = gather_rows(v, top_idx.flatten(1)).view(*top_idx.shape, v.shape[-1])
-            v_c -= (a_drop.gather(-1, top_idx).unsqueeze(-2) @ v_top).squeeze(-2)
-        ctx.save_for_backward(q_c, k, v, a, top_idx, drop)
-        ctx.mark_non_differentiable(top_idx)
-        return v_c, mass, top_idx
+        outputs, saved = _centroid_forward(q_c, k, v, key_bias, K, dropout)
+        ctx.save_for_backward(*saved)
+        ctx.mark_non_differentiable(outputs[2])
+        return outputs
 
     @staticmethod
     def backward(ctx, d_v_c, d_mass, _):
-        q_c, k, v, a, top_idx, drop = ctx.saved_tensors
-        E, N = q_c.shape[-1], v.shape[1]
-        d_a = torch.bmm(d_v_c, v.transpose(1, 2))  # (G, C, N): through v_c
-        if drop is not None:
-            d_a.mul_(drop)
-        # top keys do not enter v_c, only the mass
-        d_a.scatter_(-1, top_idx, d_mass.unsqueeze(-1).expand_as(top_idx))
-        # softmax backward in place: d_s = A ⊙ (d_A - Σ_l d_A·A), times 1/√E of the scores
-        d_s = d_a.sub_(torch.linalg.vecdot(d_a, a).unsqueeze(-1)).mul_(a).mul_(E**-0.5)
-        d_q_c = torch.bmm(d_s, k)
-        d_k = torch.bmm(d_s.transpose(1, 2), q_c)
-        a_drop = a if drop is None else a * drop
-        d_v = torch.bmm(a_drop.transpose(1, 2), d_v_c)  # (G, N, M), then less the top keys' share
-        if top_idx.shape[-1]:
-            top_share = a_drop.gather(-1, top_idx).unsqueeze(-1) * d_v_c.unsqueeze(-2)  # (G, C, K, M)
-            d_v -= index_add_rows(top_share.flatten(1, 2), top_idx.flatten(1), N)
-        return d_q_c, d_k, d_v, None, None, None
+        return (*_centroid_backward(ctx.saved_tensors, d_v_c, d_mass), None, None, None)
 
 
 def centroid_attention(q_c: Tensor, k: Tensor, v: Tensor, key_pad: Tensor, topk: int,
@@ -371,8 +388,12 @@ def centroid_attention(q_c: Tensor, k: Tensor, v: Tensor, key_pad: Tensor, topk:
         tuple: ``rest`` `(G, C, M)` = Σ_{l ∉ top} A_l v_l, ``mass`` `(G, C)` = Σ_{l ∈ top} A_l and
         ``top_idx`` `(G, C, K)` (int64), with A = softmax(q_c kᵀ/√E) over the valid keys.
     """
-    key_bias = torch.zeros_like(key_pad, dtype=q_c.dtype).masked_fill_(key_pad, float("-inf"))
-    return _CentroidAttention.apply(q_c, k, v, key_bias.unsqueeze(1), topk, dropout)
+    return _CentroidAttention.apply(q_c, k, v, key_bias(key_pad, q_c.dtype), topk, dropout)
+
+
+def key_bias(key_pad: Tensor, dtype: torch.dtype) -> Tensor:
+    """Additive score bias `(G, 1, N)` from a key padding mask `(G, N)`: 0, or -inf at padding."""
+    return torch.zeros_like(key_pad, dtype=dtype).masked_fill_(key_pad, float("-inf")).unsqueeze(1)
 
 
 def clustered_attention(

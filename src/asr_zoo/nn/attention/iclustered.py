@@ -30,8 +30,9 @@ import torch
 from torch import Tensor
 
 from .clustered import (
-    ClusteredAttention, ClusteredAttentionConfig, centroid_attention, cluster_means, cluster_queries,
-    drop_mask, gather_rows, index_add_rows,
+    ClusteredAttention, ClusteredAttentionConfig, _centroid_backward, _centroid_forward,
+    broadcast_to_members, cluster_means, cluster_queries, drop_mask, gather_rows, index_add_rows,
+    key_bias,
 )
 from .registry import ATTENTION
 
@@ -96,54 +97,101 @@ def slot_plan(assign: Tensor, clusters: int) -> SlotPlan:
     return SlotPlan(s, S, source[:, :-1], real[:, :-1], cluster[:, :-1], query_row, assign < C)
 
 
-class _TopKAttention(torch.autograd.Function):
-    """The exact top-K part plus each cluster's rest; see :func:`topk_attention`.
+def _topk_forward(q: Tensor, k: Tensor, v: Tensor, mass: Tensor, rest: Tensor, top_idx: Tensor,
+                  key_valid: Tensor, plan: SlotPlan, dropout: float) -> tuple[Tensor, tuple]:
+    """The forward of :func:`topk_attention`; returns the output `(G, N, M)` and what
+    :func:`_topk_backward` needs (the slot rows of q, the slots' keys and values and the softmax
+    weights, all `O(N·K)`)."""
+    G, N, E = q.shape
+    M, K, S, s = v.shape[-1], top_idx.shape[-1], plan.S, plan.s
+    keys = gather_rows(top_idx, plan.cluster).view(G, S * K)  # key index per slot entry
+    q_rows = gather_rows(q, plan.source).view(G, S, s, E)
+    k_top = gather_rows(k, keys).view(G, S, K, E)
+    v_top = gather_rows(v, keys).view(G, S, K, M)
+    scores = torch.matmul(q_rows, k_top.transpose(-1, -2)).mul_(E**-0.5)  # (G, S, s, K)
+    valid = key_valid.gather(1, keys).view(G, S, 1, K)
+    p = torch.softmax(scores.masked_fill_(~valid, torch.finfo(scores.dtype).min), -1, out=scores)
+    m = mass.gather(1, plan.cluster)[..., None, None]  # (G, S, 1, 1)
+    drop = drop_mask(p, dropout)
+    out_rows = torch.matmul(p if drop is None else p * drop, v_top).mul_(m)  # (G, S, s, M)
+    out_rows.add_(gather_rows(rest, plan.cluster).unsqueeze(2))
+    out = gather_rows(out_rows.view(G, S * s, M), plan.row)  # (G, N, M)
+    out.masked_fill_(~plan.member.unsqueeze(-1), 0.0)
+    return out, (q_rows, k_top, v_top, p, m, drop, keys)
 
-    Saves the slot rows of q, the slots' keys and values and the softmax weights (all `O(N·K)`).
-    """
+
+def _topk_backward(saved: tuple, plan: SlotPlan, C: int, d_out: Tensor) -> tuple[Tensor, ...]:
+    """Gradients of :func:`topk_attention`: per slot row of q `(G, S·s, E)`, per slot key of k and
+    v `(G, S·K, E)` and `(G, S·K, M)` (to be added at ``keys``), of ``mass`` and of ``rest``."""
+    q_rows, k_top, v_top, p, m, drop, keys = saved
+    G, S, s, E = q_rows.shape
+    M = v_top.shape[-1]
+    d_rows = gather_rows(d_out, plan.source).view(G, S, s, M)
+    d_rows.masked_fill_(~plan.real.view(G, S, s, 1), 0.0)  # empty rows feed nothing back
+    d_rest = index_add_rows(d_rows.sum(2), plan.cluster, C)  # (G, C, M)
+    p_drop = p if drop is None else p * drop
+    d_v_top = torch.matmul(p_drop.transpose(-1, -2), d_rows).mul_(m)  # (G, S, K, M)
+    d_w = torch.matmul(d_rows, v_top.transpose(-1, -2))  # (G, S, s, K)
+    if drop is not None:
+        d_w.mul_(drop)
+    d_m = torch.linalg.vecdot(d_w.flatten(2), p.flatten(2)).unsqueeze(-1)  # (G, S, 1)
+    d_mass = index_add_rows(d_m, plan.cluster, C).squeeze(-1)  # (G, C)
+    d_p = d_w.mul_(m)
+    d_s = d_p.sub_(torch.linalg.vecdot(d_p, p).unsqueeze(-1)).mul_(p).mul_(E**-0.5)
+    d_q_rows = torch.matmul(d_s, k_top).view(G, S * s, E)
+    d_k_top = torch.matmul(d_s.transpose(-1, -2), q_rows).view(G, -1, E)
+    return d_q_rows, d_k_top, d_v_top.view(G, -1, M), keys, d_mass, d_rest
+
+
+class _TopKAttention(torch.autograd.Function):
+    """The exact top-K part plus each cluster's rest; see :func:`topk_attention`."""
 
     @staticmethod
     def forward(ctx, q, k, v, mass, rest, top_idx, key_valid, plan, dropout):
-        G, N, E = q.shape
-        M, K, S, s = v.shape[-1], top_idx.shape[-1], plan.S, plan.s
-        keys = gather_rows(top_idx, plan.cluster).view(G, S * K)  # key index per slot entry
-        q_rows = gather_rows(q, plan.source).view(G, S, s, E)
-        k_top = gather_rows(k, keys).view(G, S, K, E)
-        v_top = gather_rows(v, keys).view(G, S, K, M)
-        scores = torch.matmul(q_rows, k_top.transpose(-1, -2)).mul_(E**-0.5)  # (G, S, s, K)
-        valid = key_valid.gather(1, keys).view(G, S, 1, K)
-        p = torch.softmax(scores.masked_fill_(~valid, torch.finfo(scores.dtype).min), -1, out=scores)
-        m = mass.gather(1, plan.cluster)[..., None, None]  # (G, S, 1, 1)
-        drop = drop_mask(p, dropout)
-        out_rows = torch.matmul(p if drop is None else p * drop, v_top).mul_(m)  # (G, S, s, M)
-        out_rows.add_(gather_rows(rest, plan.cluster).unsqueeze(2))
-        out = gather_rows(out_rows.view(G, S * s, M), plan.row)  # (G, N, M)
-        out.masked_fill_(~plan.member.unsqueeze(-1), 0.0)
-        ctx.save_for_backward(q_rows, k_top, v_top, p, m, drop, keys)
-        ctx.plan, ctx.shape = plan, (G, N, mass.shape[1])
+        out, saved = _topk_forward(q, k, v, mass, rest, top_idx, key_valid, plan, dropout)
+        ctx.save_for_backward(*saved)
+        ctx.plan, ctx.C = plan, mass.shape[1]
         return out
 
     @staticmethod
     def backward(ctx, d_out):
-        q_rows, k_top, v_top, p, m, drop, keys = ctx.saved_tensors
-        plan, (G, N, C) = ctx.plan, ctx.shape
-        S, s, E, M = plan.S, plan.s, q_rows.shape[-1], v_top.shape[-1]
-        d_rows = gather_rows(d_out, plan.source).view(G, S, s, M)
-        d_rows.masked_fill_(~plan.real.view(G, S, s, 1), 0.0)  # empty rows feed nothing back
-        d_rest = index_add_rows(d_rows.sum(2), plan.cluster, C)  # (G, C, M)
-        p_drop = p if drop is None else p * drop
-        d_v_top = torch.matmul(p_drop.transpose(-1, -2), d_rows).mul_(m)  # (G, S, K, M)
-        d_w = torch.matmul(d_rows, v_top.transpose(-1, -2))  # (G, S, s, K)
-        if drop is not None:
-            d_w.mul_(drop)
-        d_m = torch.linalg.vecdot(d_w.flatten(2), p.flatten(2)).unsqueeze(-1)  # (G, S, 1)
-        d_mass = index_add_rows(d_m, plan.cluster, C).squeeze(-1)  # (G, C)
-        d_p = d_w.mul_(m)
-        d_s = d_p.sub_(torch.linalg.vecdot(d_p, p).unsqueeze(-1)).mul_(p).mul_(E**-0.5)
-        d_q = index_add_rows(torch.matmul(d_s, k_top).view(G, S * s, E), plan.source, N)
-        d_k = index_add_rows(torch.matmul(d_s.transpose(-1, -2), q_rows).view(G, -1, E), keys, N)
-        d_v = index_add_rows(d_v_top.view(G, -1, M), keys, N)
+        N = d_out.shape[1]
+        d_q_rows, d_k_top, d_v_top, keys, d_mass, d_rest = _topk_backward(
+            ctx.saved_tensors, ctx.plan, ctx.C, d_out)
+        d_q = index_add_rows(d_q_rows, ctx.plan.source, N)
+        d_k = index_add_rows(d_k_top, keys, N)
+        d_v = index_add_rows(d_v_top, keys, N)
         return d_q, d_k, d_v, d_mass, d_rest, None, None, None, None
+
+
+class _ImprovedClustered(torch.autograd.Function):
+    """Cluster means, :func:`centroid_attention` and :func:`topk_attention` as one Function: the
+    backward adds both parts' gradients of q, k and v into one buffer each (autograd would sum
+    separate full-size tensors)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, assign, key_pad, clusters, K, plan, dropout):
+        q_c, counts = cluster_means(q, assign, clusters)  # (G, C, E)
+        (rest, mass, top_idx), c_saved = _centroid_forward(q_c, k, v, key_bias(key_pad, q.dtype), K,
+                                                           dropout)
+        out, t_saved = _topk_forward(q, k, v, mass, rest, top_idx, ~key_pad, plan, dropout)
+        ctx.save_for_backward(assign, counts, *c_saved, *t_saved)
+        ctx.plan, ctx.C, ctx.n_c = plan, clusters, len(c_saved)
+        return out
+
+    @staticmethod
+    def backward(ctx, d_out):
+        assign, counts, *saved = ctx.saved_tensors
+        plan, C, N = ctx.plan, ctx.C, d_out.shape[1]
+        d_q_rows, d_k_top, d_v_top, keys, d_mass, d_rest = _topk_backward(
+            saved[ctx.n_c:], plan, C, d_out)
+        d_q_c, d_k, d_v = _centroid_backward(saved[:ctx.n_c], d_rest, d_mass)
+        index_add_rows(d_k_top, keys, N, out=d_k)
+        index_add_rows(d_v_top, keys, N, out=d_v)
+        # a centroid is the mean of its members: each gets its gradient over the member count
+        d_q = broadcast_to_members(d_q_c / counts.clamp(min=1).unsqueeze(-1), assign)
+        index_add_rows(d_q_rows, plan.source, N, out=d_q)
+        return d_q, d_k, d_v, None, None, None, None, None, None
 
 
 def topk_attention(
@@ -201,11 +249,10 @@ def improved_clustered_attention(
         qf, kf, vf = (t.reshape(G, N, -1).to(dtype) for t in (q, k, v))
         key_pad = (torch.zeros(B, N, dtype=torch.bool, device=q.device) if pad_mask is None
                    else pad_mask)[:, None].expand(B, H, N).reshape(G, N)
-        q_c, _ = cluster_means(qf, assign, clusters)  # (G, C, E)
-        rest, mass, top_idx = centroid_attention(q_c, kf, vf, key_pad, min(topk, N), dropout)
         with torch.no_grad():
             plan = slot_plan(assign, clusters)
-        out = topk_attention(qf, kf, vf, assign, top_idx, ~key_pad, mass, rest, dropout, plan)
+        out = _ImprovedClustered.apply(qf, kf, vf, assign, key_pad, clusters, min(topk, N), plan,
+                                       dropout)
     return out.view(B, H, N, -1).to(v.dtype)
 
 
