@@ -335,7 +335,7 @@ def _centroid_forward(q_c: Tensor, k: Tensor, v: Tensor, key_bias: Tensor, K: in
 def _centroid_backward(saved: tuple, d_v_c: Tensor, d_mass: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Gradients of q_c, k and v from those of ``v_c`` and ``mass`` (three fresh tensors)."""
     q_c, k, v, a, top_idx, drop = saved
-    E, N = q_c.shape[-1], v.shape[1]
+    E = q_c.shape[-1]
     d_a = torch.bmm(d_v_c, v.transpose(1, 2))  # (G, C, N): through v_c
     if drop is not None:
         d_a.mul_(drop)
@@ -345,11 +345,10 @@ def _centroid_backward(saved: tuple, d_v_c: Tensor, d_mass: Tensor) -> tuple[Ten
     d_s = d_a.sub_(torch.linalg.vecdot(d_a, a).unsqueeze(-1)).mul_(a).mul_(E**-0.5)
     d_q_c = torch.bmm(d_s, k)
     d_k = torch.bmm(d_s.transpose(1, 2), q_c)
-    a_drop = a if drop is None else a * drop
-    d_v = torch.bmm(a_drop.transpose(1, 2), d_v_c)  # (G, N, M), then less the top keys' share
+    a_rest = a if drop is None else a * drop  # the weights that made v_c: top keys left out
     if top_idx.shape[-1]:
-        top_share = a_drop.gather(-1, top_idx).unsqueeze(-1) * d_v_c.unsqueeze(-2)  # (G, C, K, M)
-        index_add_rows(top_share.flatten(1, 2), top_idx.flatten(1), N, out=d_v, alpha=-1)
+        a_rest = a_rest.scatter(-1, top_idx, 0.0) if drop is None else a_rest.scatter_(-1, top_idx, 0.0)
+    d_v = torch.bmm(a_rest.transpose(1, 2), d_v_c)  # (G, N, M)
     return d_q_c, d_k, d_v
 
 
