@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -446,3 +447,18 @@ def _saved_bytes(name, N):
 @pytest.mark.parametrize("name", [t for t in TYPES if t not in ("softmax", "pooled")])
 def test_memory_for_backward_is_linear_in_length(name):
     assert _saved_bytes(name, 1024) < 2.3 * _saved_bytes(name, 512)
+
+
+def test_attention_benchmark_writes_every_record(tmp_path):
+    from asr_zoo.bench.attention import main
+
+    assert main(["--out", str(tmp_path), "--n", "64", "160", "--repeats", "1", "--threads", "1"]) == 0
+    records = [json.loads(line) for line in (tmp_path / "attention.jsonl").read_text().splitlines()]
+    assert {(r["type"], r["n"], r["mode"]) for r in records} == {
+        (t, n, m) for t in TYPES for n in (64, 160) for m in ("fwd", "fwdbwd")}
+    assert all(r["median_ms"] > 0 and r["peak_mb"] >= 0 and r["vs_softmax"] > 0 for r in records)
+    errors = {r["type"]: r["rel_error"] for r in records if r["n"] == 160}
+    assert errors["softmax"] == 0 and 0 < errors["clustered"] < 0.5 and errors["iclustered"] < errors["clustered"]
+    table = (tmp_path / "attention.md").read_text().splitlines()
+    assert table[2].startswith("| softmax | 64 |")  # softmax first: the others are relative to it
+    assert (tmp_path / "attention.png").stat().st_size > 0

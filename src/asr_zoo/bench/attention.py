@@ -177,7 +177,8 @@ def _markdown(records: list[dict], softmax_max_n: int) -> str:
     by_case: dict = {}
     for r in records:
         by_case.setdefault((r["type"], r["n"]), {})[r["mode"]] = r
-    for (name, n), modes in sorted(by_case.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+    measured = list(dict.fromkeys(r["type"] for r in records))  # softmax first, as run
+    for (name, n), modes in sorted(by_case.items(), key=lambda kv: (kv[0][1], measured.index(kv[0][0]))):
         f, b = modes.get("fwd", {}), modes.get("fwdbwd", {})
         cells = [name, n, f.get("median_ms"), b.get("median_ms", "skipped"), f.get("vs_softmax"),
                  b.get("vs_softmax"), f.get("peak_mb"), b.get("peak_mb", "skipped"), f.get("rel_error")]
