@@ -301,6 +301,13 @@ def test_nearest_centroid_is_hamming_argmin_with_lowest_index_ties(bits, C, inte
         assert (distance == distance.amin(-1, keepdim=True)).sum(-1).max() > 1 or C == 1  # ties
 
 
+@pytest.mark.parametrize("bits", [63, 8])
+def test_one_cluster_with_padding_first(bits):
+    q, _, _ = _qkv(B=2, H=2, N=10, dtype=torch.float32)
+    assign = cluster_queries(q, _pad_mask([6, 10], 10), clusters=1, bits=bits)
+    assert (assign[0, :, :6] == 0).all() and (assign[0, :, 6:] == 1).all() and (assign[1] == 0).all()
+
+
 def test_int8_keys_refuse_too_many_clusters():
     with pytest.raises(ValueError, match="clusters <= 254"):
         clustered._NearestCentroid(torch.ones(1, 4, 6), 3, 300, integer=True)

@@ -243,8 +243,9 @@ class _NearestCentroid:
                     rows = changed[g].nonzero().squeeze(1)
                     self.key[g].index_copy_(0, rows, torch._int_mm(self.lhs[g, rows], self.codes_t[g]))
         # shifted keys 2h·agreements + (C-1-c) >= 0: the centroid is C-1 minus the remainder
+        # (all-zero padding rows decode to anything: clamped into range, they are masked later)
         self.best = self.key.amax(1).long() + self.h * self.bits  # (G, N)
-        return (self.C - 1) - self.best.remainder(2 * self.h)
+        return ((self.C - 1) - self.best.remainder(2 * self.h)).clamp_(min=0)
 
     def best_dot(self) -> Tensor:
         """The best dot product `(G, N)` of the last call (= bits - 2·Hamming distance)."""
