@@ -315,6 +315,13 @@ def index_add_rows(rows: Tensor, index: Tensor, N: int, out: Tensor | None = Non
     return out
 
 
+def _softmax_backward_(d_p: Tensor, p: Tensor, scale: Tensor | float) -> Tensor:
+    """Softmax backward over the last dim, in place in ``d_p`` and without temporaries of its
+    size: ``scale · p ⊙ (d_p - Σ d_p ⊙ p)`` (``scale`` broadcasts, e.g. per row)."""
+    t = d_p.mul_(p)
+    return t.addcmul_(p, t.sum(-1, keepdim=True), value=-1).mul_(scale)
+
+
 def _centroid_forward(q_c: Tensor, k: Tensor, v: Tensor, key_bias: Tensor, K: int, dropout: float
                       ) -> tuple[tuple[Tensor, Tensor, Tensor], tuple]:
     """The forward of :func:`centroid_attention` (key_bias `(G, 1, N)`: 0 or -inf); returns its
@@ -342,8 +349,7 @@ def _centroid_backward(saved: tuple, d_v_c: Tensor, d_mass: Tensor) -> tuple[Ten
         d_a.mul_(drop)
     # top keys do not enter v_c, only the mass
     d_a.scatter_(-1, top_idx, d_mass.unsqueeze(-1).expand_as(top_idx))
-    # softmax backward in place: d_s = A ⊙ (d_A - Σ_l d_A·A), times 1/√E of the scores
-    d_s = d_a.sub_(torch.linalg.vecdot(d_a, a).unsqueeze(-1)).mul_(a).mul_(E**-0.5)
+    d_s = _softmax_backward_(d_a, a, E**-0.5)
     d_q_c = torch.bmm(d_s, k)
     d_k = torch.bmm(d_s.transpose(1, 2), q_c)
     a_rest = a if drop is None else a * drop  # the weights that made v_c: top keys left out

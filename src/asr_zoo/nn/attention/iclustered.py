@@ -31,7 +31,7 @@ from torch import Tensor
 
 from .clustered import (
     ClusteredAttention, ClusteredAttentionConfig, _centroid_backward, _centroid_forward,
-    broadcast_to_members, cluster_means, cluster_queries, drop_mask, gather_rows, index_add_rows,
+    _softmax_backward_, broadcast_to_members, cluster_means, cluster_queries, drop_mask, gather_rows, index_add_rows,
     key_bias,
 )
 from .registry import ATTENTION
@@ -131,13 +131,12 @@ def _topk_backward(saved: tuple, plan: SlotPlan, C: int, d_out: Tensor) -> tuple
     d_rest = index_add_rows(d_rows.sum(2), plan.cluster, C)  # (G, C, M)
     p_drop = p if drop is None else p * drop
     d_v_top = torch.matmul(p_drop.transpose(-1, -2), d_rows).mul_(m)  # (G, S, K, M)
-    d_w = torch.matmul(d_rows, v_top.transpose(-1, -2))  # (G, S, s, K)
+    d_w = torch.matmul(d_rows, v_top.transpose(-1, -2))  # (G, S, s, K): of the weights m·p
     if drop is not None:
         d_w.mul_(drop)
-    d_m = torch.linalg.vecdot(d_w.flatten(2), p.flatten(2)).unsqueeze(-1)  # (G, S, 1)
+    d_m = torch.einsum("gsik,gsik->gs", d_w, p).unsqueeze(-1)  # (G, S, 1): of the slot's mass
     d_mass = index_add_rows(d_m, plan.cluster, C).squeeze(-1)  # (G, C)
-    d_p = d_w.mul_(m)
-    d_s = d_p.sub_(torch.linalg.vecdot(d_p, p).unsqueeze(-1)).mul_(p).mul_(E**-0.5)
+    d_s = _softmax_backward_(d_w, p, m * E**-0.5)  # of the scores: the weights are m·softmax
     d_q_rows = torch.matmul(d_s, k_top).view(G, S * s, E)
     d_k_top = torch.matmul(d_s.transpose(-1, -2), q_rows).view(G, -1, E)
     return d_q_rows, d_k_top, d_v_top.view(G, -1, M), keys, d_mass, d_rest
