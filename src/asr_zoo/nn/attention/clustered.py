@@ -340,8 +340,10 @@ def _centroid_forward(q_c: Tensor, k: Tensor, v: Tensor, key_bias: Tensor, K: in
     return (v_c, mass, top_idx), (q_c, k, v, a, top_idx, drop)
 
 
-def _centroid_backward(saved: tuple, d_v_c: Tensor, d_mass: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Gradients of q_c, k and v from those of ``v_c`` and ``mass`` (three fresh tensors)."""
+def _centroid_backward(saved: tuple, d_v_c: Tensor, d_mass: Tensor, d_k: Tensor | None = None,
+                       d_v: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """Gradients of q_c, k and v from those of ``v_c`` and ``mass``; those of k and v are added
+    into ``d_k`` / ``d_v`` `(G, N, ·)` when given (else fresh)."""
     q_c, k, v, a, top_idx, drop = saved
     E = q_c.shape[-1]
     d_a = torch.bmm(d_v_c, v.transpose(1, 2))  # (G, C, N): through v_c
@@ -351,11 +353,14 @@ def _centroid_backward(saved: tuple, d_v_c: Tensor, d_mass: Tensor) -> tuple[Ten
     d_a.scatter_(-1, top_idx, d_mass.unsqueeze(-1).expand_as(top_idx))
     d_s = _softmax_backward_(d_a, a, E**-0.5)
     d_q_c = torch.bmm(d_s, k)
-    d_k = torch.bmm(d_s.transpose(1, 2), q_c)
-    a_rest = a if drop is None else a * drop  # the weights that made v_c: top keys left out
-    if top_idx.shape[-1]:
-        a_rest = a_rest.scatter(-1, top_idx, 0.0) if drop is None else a_rest.scatter_(-1, top_idx, 0.0)
-    d_v = torch.bmm(a_rest.transpose(1, 2), d_v_c)  # (G, N, M)
+    d_k = torch.bmm(d_s.transpose(1, 2), q_c) if d_k is None else d_k.baddbmm_(d_s.transpose(1, 2), q_c)
+    # the weights that made v_c (top keys left out), in d_s's buffer, which is done with
+    a_rest = a
+    if drop is not None or top_idx.shape[-1]:
+        a_rest = d_s.copy_(a) if drop is None else torch.mul(a, drop, out=d_s)
+        a_rest.scatter_(-1, top_idx, 0.0)
+    d_v = torch.bmm(a_rest.transpose(1, 2), d_v_c) if d_v is None else \
+        d_v.baddbmm_(a_rest.transpose(1, 2), d_v_c)  # (G, N, M)
     return d_q_c, d_k, d_v
 
 

@@ -132,6 +132,7 @@ def _topk_backward(saved: tuple, plan: SlotPlan, C: int, d_out: Tensor) -> tuple
     p_drop = p if drop is None else p * drop
     d_v_top = torch.matmul(p_drop.transpose(-1, -2), d_rows).mul_(m)  # (G, S, K, M)
     d_w = torch.matmul(d_rows, v_top.transpose(-1, -2))  # (G, S, s, K): of the weights m·p
+    del d_rows, p_drop
     if drop is not None:
         d_w.mul_(drop)
     d_m = torch.einsum("gsik,gsik->gs", d_w, p).unsqueeze(-1)  # (G, S, 1): of the slot's mass
@@ -184,12 +185,14 @@ class _ImprovedClustered(torch.autograd.Function):
         plan, C, N = ctx.plan, ctx.C, d_out.shape[1]
         d_q_rows, d_k_top, d_v_top, keys, d_mass, d_rest = _topk_backward(
             saved[ctx.n_c:], plan, C, d_out)
-        d_q_c, d_k, d_v = _centroid_backward(saved[:ctx.n_c], d_rest, d_mass)
-        index_add_rows(d_k_top, keys, N, out=d_k)
-        index_add_rows(d_v_top, keys, N, out=d_v)
+        # scatter the slot rows first and let them go: the centroid part then adds into d_k, d_v
+        d_q = index_add_rows(d_q_rows, plan.source, N)
+        d_k = index_add_rows(d_k_top, keys, N)
+        d_v = index_add_rows(d_v_top, keys, N)
+        del d_q_rows, d_k_top, d_v_top
+        d_q_c, d_k, d_v = _centroid_backward(saved[:ctx.n_c], d_rest, d_mass, d_k, d_v)
         # a centroid is the mean of its members: each gets its gradient over the member count
-        d_q = broadcast_to_members(d_q_c / counts.clamp(min=1).unsqueeze(-1), assign)
-        index_add_rows(d_q_rows, plan.source, N, out=d_q)
+        d_q += broadcast_to_members(d_q_c / counts.clamp(min=1).unsqueeze(-1), assign)
         return d_q, d_k, d_v, None, None, None, None, None, None
 
 
