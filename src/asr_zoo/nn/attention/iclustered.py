@@ -109,14 +109,17 @@ def _topk_forward(q: Tensor, k: Tensor, v: Tensor, mass: Tensor, rest: Tensor, t
     k_top = gather_rows(k, keys).view(G, S, K, E)
     v_top = gather_rows(v, keys).view(G, S, K, M)
     scores = torch.matmul(q_rows, k_top.transpose(-1, -2)).mul_(E**-0.5)  # (G, S, s, K)
-    valid = key_valid.gather(1, keys).view(G, S, 1, K)
-    p = torch.softmax(scores.masked_fill_(~valid, torch.finfo(scores.dtype).min), -1, out=scores)
+    if not bool(key_valid.all()):  # padding keys among the top ones get weight 0
+        valid = key_valid.gather(1, keys).view(G, S, 1, K)
+        scores.masked_fill_(~valid, torch.finfo(scores.dtype).min)
+    p = torch.softmax(scores, -1, out=scores)
     m = mass.gather(1, plan.cluster)[..., None, None]  # (G, S, 1, 1)
     drop = drop_mask(p, dropout)
     out_rows = torch.matmul(p if drop is None else p * drop, v_top).mul_(m)  # (G, S, s, M)
     out_rows.add_(gather_rows(rest, plan.cluster).unsqueeze(2))
     out = gather_rows(out_rows.view(G, S * s, M), plan.row)  # (G, N, M)
-    out.masked_fill_(~plan.member.unsqueeze(-1), 0.0)
+    if not bool(plan.member.all()):  # queries of no cluster read some row: zero them
+        out.masked_fill_(~plan.member.unsqueeze(-1), 0.0)
     return out, (q_rows, k_top, v_top, p, m, drop, keys)
 
 
