@@ -45,6 +45,7 @@ __all__ = [
     "clustered_attention",
     "drop_mask",
     "gather_rows",
+    "grouped_inputs",
     "hash_queries",
     "index_add_rows",
     "key_bias",
@@ -114,16 +115,16 @@ def cluster_queries(
             codes = hash_queries(q.reshape(G, N, E), planes, width)
             if pad_mask is not None:
                 codes.masked_fill_(~valid[..., None], 0.0)
-            kmeans = _lloyd(codes, bits, valid, lengths, ~short, C, iterations)
+            kmeans = _lloyd(codes, bits, valid, lengths, C, iterations)
             assign = torch.where(short[:, None], assign, kmeans)
         assign = assign.masked_fill(~valid, C)
     return assign.view(B, H, N)
 
 
-def _lloyd(codes: Tensor, bits: int, valid: Tensor, lengths: Tensor, long_: Tensor, C: int,
-           iterations: int) -> Tensor:
-    """Hamming K-means -> assignment `(G, N)` int64, meaningful for the groups with ``long_``
-    `(G,)` (more than C valid frames, so all C centroids active).
+def _lloyd(codes: Tensor, bits: int, valid: Tensor, lengths: Tensor, C: int, iterations: int
+           ) -> Tensor:
+    """Hamming K-means -> assignment `(G, N)` int64, meaningful for the groups with more than C
+    valid frames (``lengths`` `(G,)`), in which all C centroids are active.
 
     ``codes`` `(G, N, W)`: ±1 bits in the first ``bits`` columns, +1 beyond, padding rows zero
     (so that the sum of a cluster's rows is its bit votes followed by its member count). Each step
@@ -139,12 +140,12 @@ def _lloyd(codes: Tensor, bits: int, valid: Tensor, lengths: Tensor, long_: Tens
     cent = gather_rows(codes, init)[..., :bits]  # (G, C, bits)
     nearest = _NearestCentroid(codes, bits, C)
     rows = codes.view(G * N, W)
-    offset = torch.arange(G, device=dev)[:, None] * C
+    long_ = lengths > C  # (G,)
     votes = torch.zeros(G * C, W, device=dev)  # Σ member rows: bit votes, then member counts
     assign, old_flat, reseeded = None, None, False
     for it in range(iterations):
         new = nearest(cent)
-        flat = (new + offset).view(-1)
+        flat = _flat_index(new, C)
         if assign is None:
             votes.index_add_(0, flat, rows)
         else:
@@ -163,7 +164,7 @@ def _lloyd(codes: Tensor, bits: int, valid: Tensor, lengths: Tensor, long_: Tens
         reseeded = bool(empty.any())
         if reseeded:  # empty clusters restart at the farthest valid queries (ties: lowest index)
             position = torch.arange(N, device=dev)
-            far = (bits - nearest.best_dot()).long() * N + (N - 1 - position)  # (G, N), larger = farther
+            far = (bits - nearest.best_dot()) * N + (N - 1 - position)  # (G, N), larger = farther
             far_idx = far.masked_fill(~valid, -1).topk(min(C, N), -1).indices  # (G, min(C, N))
             nth = (empty.cumsum(-1) - 1).clamp(0, far_idx.shape[1] - 1)  # rank among empties
             seed = gather_rows(codes, far_idx.gather(1, nth))[..., :bits]  # (G, C, bits)
@@ -263,12 +264,10 @@ def cluster_means(x: Tensor, assign: Tensor, clusters: int) -> tuple[Tensor, Ten
     Returns:
         tuple: means `(G, C, E)` (zero for empty clusters) and counts `(G, C)` (int64).
     """
-    G, N, E = x.shape
-    flat = (assign + torch.arange(G, device=x.device)[:, None] * (clusters + 1)).view(-1)  # (G·N,)
-    sums = x.new_zeros(G * (clusters + 1), E).index_add(0, flat, x.reshape(G * N, E))
-    counts = torch.bincount(flat, minlength=G * (clusters + 1)).view(G, clusters + 1)[:, :clusters]
-    means = sums.view(G, clusters + 1, E)[:, :clusters] / counts.clamp(min=1)[..., None].to(x.dtype)
-    return means, counts
+    G, C = x.shape[0], clusters
+    sums = index_add_rows(x, assign, C + 1)[:, :C]  # row C: the queries of no cluster
+    counts = torch.bincount(_flat_index(assign, C + 1), minlength=G * (C + 1)).view(G, C + 1)[:, :C]
+    return sums / counts.clamp(min=1)[..., None].to(x.dtype), counts
 
 
 def gather_rows(x: Tensor, index: Tensor) -> Tensor:
@@ -282,8 +281,7 @@ def gather_rows(x: Tensor, index: Tensor) -> Tensor:
         Tensor: shape `(G, R, M)`.
     """
     G, N, M = x.shape
-    flat = (index + torch.arange(G, device=x.device)[:, None] * N).view(-1)  # (G·R,)
-    return x.reshape(G * N, M).index_select(0, flat).view(G, -1, M)
+    return x.reshape(G * N, M).index_select(0, _flat_index(index, N)).view(G, -1, M)
 
 
 def broadcast_to_members(y: Tensor, assign: Tensor) -> Tensor:
@@ -304,15 +302,18 @@ def drop_mask(like: Tensor, p: float) -> Tensor | None:
     return None if p <= 0 else torch.rand_like(like).ge_(p).to(like.dtype).div_(1 - p)
 
 
-def index_add_rows(rows: Tensor, index: Tensor, N: int, out: Tensor | None = None,
-                   alpha: float = 1.0) -> Tensor:
-    """``out[g, index[g, r]] += alpha · rows[g, r]``: rows `(G, R, M)`, index `(G, R)` -> ``out``
-    `(G, N, M)` (zeros if None; else added to in place)."""
+def index_add_rows(rows: Tensor, index: Tensor, N: int, out: Tensor | None = None) -> Tensor:
+    """``out[g, index[g, r]] += rows[g, r]``: rows `(G, R, M)`, index `(G, R)` -> ``out``
+    `(G, N, M)` (zeros if None; else added to in place). The inverse of :func:`gather_rows`."""
     G, R, M = rows.shape
-    flat = (index + torch.arange(G, device=rows.device)[:, None] * N).view(-1)
     out = rows.new_zeros(G, N, M) if out is None else out
-    out.view(G * N, M).index_add_(0, flat, rows.reshape(G * R, M), alpha=alpha)
+    out.view(G * N, M).index_add_(0, _flat_index(index, N), rows.reshape(G * R, M))
     return out
+
+
+def _flat_index(index: Tensor, N: int) -> Tensor:
+    """Row ``index[g, r]`` of group g as a row of the flattened `(G·N, ...)` tensor: `(G·R,)`."""
+    return (index + torch.arange(index.shape[0], device=index.device)[:, None] * N).view(-1)
 
 
 def _softmax_backward_(d_p: Tensor, p: Tensor, scale: Tensor | float) -> Tensor:
@@ -407,6 +408,17 @@ def key_bias(key_pad: Tensor, dtype: torch.dtype) -> Tensor:
     return torch.zeros_like(key_pad, dtype=dtype).masked_fill_(key_pad, float("-inf")).unsqueeze(1)
 
 
+def grouped_inputs(q: Tensor, k: Tensor, v: Tensor, pad_mask: Tensor | None
+                   ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """q, k, v `(B, H, N, ·)` as `(G, N, ·)` in float32 (float64 stays), and the key padding
+    `(G, N)` (True = padding): the working form of the clustered kernels."""
+    B, H, N, _ = q.shape
+    dtype = torch.promote_types(v.dtype, torch.float32)
+    qf, kf, vf = (t.reshape(B * H, N, -1).to(dtype) for t in (q, k, v))
+    pad = torch.zeros(B, N, dtype=torch.bool, device=q.device) if pad_mask is None else pad_mask
+    return qf, kf, vf, pad[:, None].expand(B, H, N).reshape(B * H, N)
+
+
 def clustered_attention(
     q: Tensor, k: Tensor, v: Tensor, pad_mask: Tensor | None = None, clusters: int = 100,
     bits: int = 63, iterations: int = 10, generator: torch.Generator | None = None,
@@ -424,13 +436,9 @@ def clustered_attention(
         Tensor: shape `(B, H, N, E)`; rows at padding positions are zero.
     """
     B, H, N, E = q.shape
-    G = B * H
-    assign = cluster_queries(q, pad_mask, clusters, bits, iterations, generator).view(G, N)
+    assign = cluster_queries(q, pad_mask, clusters, bits, iterations, generator).view(B * H, N)
     with torch.autocast(q.device.type, enabled=False):
-        dtype = torch.promote_types(v.dtype, torch.float32)
-        qf, kf, vf = (t.reshape(G, N, -1).to(dtype) for t in (q, k, v))
-        key_pad = (torch.zeros(B, N, dtype=torch.bool, device=q.device) if pad_mask is None
-                   else pad_mask)[:, None].expand(B, H, N).reshape(G, N)
+        qf, kf, vf, key_pad = grouped_inputs(q, k, v, pad_mask)
         q_c, _ = cluster_means(qf, assign, clusters)  # (G, C, E)
         v_c, _, _ = centroid_attention(q_c, kf, vf, key_pad, 0, dropout)  # (G, C, M)
         out = broadcast_to_members(v_c, assign)  # (G, N, M)

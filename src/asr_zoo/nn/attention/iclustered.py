@@ -31,8 +31,8 @@ from torch import Tensor
 
 from .clustered import (
     ClusteredAttention, ClusteredAttentionConfig, _centroid_backward, _centroid_forward,
-    _softmax_backward_, broadcast_to_members, cluster_means, cluster_queries, drop_mask, gather_rows, index_add_rows,
-    key_bias,
+    _softmax_backward_, broadcast_to_members, cluster_means, cluster_queries, drop_mask, gather_rows,
+    grouped_inputs, index_add_rows, key_bias,
 )
 from .registry import ATTENTION
 
@@ -124,11 +124,10 @@ def _topk_forward(q: Tensor, k: Tensor, v: Tensor, mass: Tensor, rest: Tensor, t
 
 
 def _topk_backward(saved: tuple, plan: SlotPlan, C: int, d_out: Tensor) -> tuple[Tensor, ...]:
-    """Gradients of :func:`topk_attention`: per slot row of q `(G, S·s, E)`, per slot key of k and
-    v `(G, S·K, E)` and `(G, S·K, M)` (to be added at ``keys``), of ``mass`` and of ``rest``."""
+    """Gradients of :func:`topk_attention`: of q, k, v `(G, N, ·)`, of ``mass`` and of ``rest``."""
     q_rows, k_top, v_top, p, m, drop, keys = saved
     G, S, s, E = q_rows.shape
-    M = v_top.shape[-1]
+    N, M = d_out.shape[1], v_top.shape[-1]
     d_rows = gather_rows(d_out, plan.source).view(G, S, s, M)
     d_rows.masked_fill_(~plan.real.view(G, S, s, 1), 0.0)  # empty rows feed nothing back
     d_rest = index_add_rows(d_rows.sum(2), plan.cluster, C)  # (G, C, M)
@@ -141,9 +140,11 @@ def _topk_backward(saved: tuple, plan: SlotPlan, C: int, d_out: Tensor) -> tuple
     d_m = torch.einsum("gsik,gsik->gs", d_w, p).unsqueeze(-1)  # (G, S, 1): of the slot's mass
     d_mass = index_add_rows(d_m, plan.cluster, C).squeeze(-1)  # (G, C)
     d_s = _softmax_backward_(d_w, p, m * E**-0.5)  # of the scores: the weights are m·softmax
-    d_q_rows = torch.matmul(d_s, k_top).view(G, S * s, E)
-    d_k_top = torch.matmul(d_s.transpose(-1, -2), q_rows).view(G, -1, E)
-    return d_q_rows, d_k_top, d_v_top.view(G, -1, M), keys, d_mass, d_rest
+    d_v = index_add_rows(d_v_top.view(G, -1, M), keys, N)
+    del d_v_top
+    d_q = index_add_rows(torch.matmul(d_s, k_top).view(G, S * s, E), plan.source, N)
+    d_k = index_add_rows(torch.matmul(d_s.transpose(-1, -2), q_rows).view(G, -1, E), keys, N)
+    return d_q, d_k, d_v, d_mass, d_rest
 
 
 class _TopKAttention(torch.autograd.Function):
@@ -158,12 +159,7 @@ class _TopKAttention(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, d_out):
-        N = d_out.shape[1]
-        d_q_rows, d_k_top, d_v_top, keys, d_mass, d_rest = _topk_backward(
-            ctx.saved_tensors, ctx.plan, ctx.C, d_out)
-        d_q = index_add_rows(d_q_rows, ctx.plan.source, N)
-        d_k = index_add_rows(d_k_top, keys, N)
-        d_v = index_add_rows(d_v_top, keys, N)
+        d_q, d_k, d_v, d_mass, d_rest = _topk_backward(ctx.saved_tensors, ctx.plan, ctx.C, d_out)
         return d_q, d_k, d_v, d_mass, d_rest, None, None, None, None
 
 
@@ -185,14 +181,10 @@ class _ImprovedClustered(torch.autograd.Function):
     @staticmethod
     def backward(ctx, d_out):
         assign, counts, *saved = ctx.saved_tensors
-        plan, C, N = ctx.plan, ctx.C, d_out.shape[1]
-        d_q_rows, d_k_top, d_v_top, keys, d_mass, d_rest = _topk_backward(
-            saved[ctx.n_c:], plan, C, d_out)
-        # scatter the slot rows first and let them go: the centroid part then adds into d_k, d_v
-        d_q = index_add_rows(d_q_rows, plan.source, N)
-        d_k = index_add_rows(d_k_top, keys, N)
-        d_v = index_add_rows(d_v_top, keys, N)
-        del d_q_rows, d_k_top, d_v_top
+        plan, C = ctx.plan, ctx.C
+        # the top-K part's slot rows are scattered (and freed) first; the centroid part then adds
+        # into the same k and v gradients
+        d_q, d_k, d_v, d_mass, d_rest = _topk_backward(saved[ctx.n_c:], plan, C, d_out)
         d_q_c, d_k, d_v = _centroid_backward(saved[:ctx.n_c], d_rest, d_mass, d_k, d_v)
         # a centroid is the mean of its members: each gets its gradient over the member count
         d_q += broadcast_to_members(d_q_c / counts.clamp(min=1).unsqueeze(-1), assign)
@@ -247,13 +239,9 @@ def improved_clustered_attention(
         Tensor: shape `(B, H, N, E)`, dtype of ``v``; rows at padding positions are zero.
     """
     B, H, N, E = q.shape
-    G = B * H
-    assign = cluster_queries(q, pad_mask, clusters, bits, iterations, generator).view(G, N)
+    assign = cluster_queries(q, pad_mask, clusters, bits, iterations, generator).view(B * H, N)
     with torch.autocast(q.device.type, enabled=False):
-        dtype = torch.promote_types(v.dtype, torch.float32)
-        qf, kf, vf = (t.reshape(G, N, -1).to(dtype) for t in (q, k, v))
-        key_pad = (torch.zeros(B, N, dtype=torch.bool, device=q.device) if pad_mask is None
-                   else pad_mask)[:, None].expand(B, H, N).reshape(G, N)
+        qf, kf, vf, key_pad = grouped_inputs(q, k, v, pad_mask)
         with torch.no_grad():
             plan = slot_plan(assign, clusters)
         out = _ImprovedClustered.apply(qf, kf, vf, assign, key_pad, clusters, min(topk, N), plan,
