@@ -40,8 +40,8 @@ Typical use (see ``tests/test_kill9.py``)::
   in the report as ``leftovers``; a checkpoint that loads only with ``weights_only=False``
   is listed as a ``finding`` (such files cannot be loaded safely when untrusted).
 * :func:`assert_no_duplicates(root, cwd=None) <assert_no_duplicates>` -- utterance ids unique
-  in every cut set, JSONL manifest, hypotheses TSV and split of transcripts; every audio file
-  of a LibriSpeech split listed exactly once.
+  in every cut set, JSONL manifest, hypotheses TSV, corpus report's drop list and split of
+  transcripts; every audio file of a LibriSpeech split listed in a transcript, once.
 
 Temporary names (what counts as a leftover): ``utils.atomic_replace`` writes
 ``.<name>.<random>.tmp``; ``data.prepare._save_cuts`` writes ``.tmp-<pid>-<name>``;
@@ -374,6 +374,11 @@ def assert_no_duplicates(root, cwd=None) -> Counter:
                 if d := dups(i for i in ids if i is not None):
                     problems.append(f"{path}: ids repeated: {d[:10]}")
                 checked["jsonl"] += 1
+            elif name.endswith("_report.json"):  # manifests/<split>_report.json: each drop once
+                dropped = json.loads(path.read_text()).get("dropped", [])
+                if d := dups(x.get("id") for x in dropped):
+                    problems.append(f"{path}: dropped utterances listed more than once: {d[:10]}")
+                checked["reports"] += 1
             elif name.endswith(".hyps.tsv"):
                 rows = _load_table(path, "\t")
                 if d := dups(r[0] for r in rows[1:]):

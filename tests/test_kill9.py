@@ -137,3 +137,108 @@ def test_kill9_eval(k9_trained, k9_eval_ref, tmp_path, seed):
         assert got[key] == want[key], key
     assert (work / "run/results/test.hyps.tsv").read_bytes() == (ref / "run/results/test.hyps.tsv").read_bytes()
     assert sorted(p.name for p in (work / "run/results").iterdir()) == ["test.hyps.tsv", "test.json"]
+
+
+# -- the harness itself: it must see torn files, duplicates and stray processes -----------------
+
+def test_checkers_see_torn_files_and_duplicates(tmp_path):
+    import gzip
+
+    from lhotse import CutSet, MonoCut, SupervisionSegment
+
+    cut = MonoCut("a-1-0000", 0.0, 1.0, 0, supervisions=[SupervisionSegment("a-1-0000", "a-1-0000", 0.0, 1.0, text="HI")])
+    CutSet.from_cuts([cut]).to_file(tmp_path / "ok_cuts.jsonl.gz")
+    torch.save({"w": torch.ones(3)}, tmp_path / "ok.pt")
+    (tmp_path / "ok.json").write_text('{"a": 1}')
+    assert assert_nothing_torn(tmp_path).checked == {"cut sets": 1, "torch files": 1, "json": 1}
+
+    whole = (tmp_path / "ok.pt").read_bytes()
+    (tmp_path / "torn.pt").write_bytes(whole[: len(whole) // 2])
+    (tmp_path / "torn.json").write_text('{"a": ')
+    line = json.dumps(cut.to_dict()) + "\n"
+    (tmp_path / "torn_cuts.jsonl.gz").write_bytes(gzip.compress(line.encode())[:-12])
+    (tmp_path / "r.hyps.tsv").write_text("utt_id\treference\thypothesis\nx\tA\n")
+    (tmp_path / ".ok.json.abc123.tmp").write_text("{")  # an interrupted atomic_replace
+    with pytest.raises(AssertionError) as e:
+        assert_nothing_torn(tmp_path)
+    for name in ("torn.pt", "torn.json", "torn_cuts.jsonl.gz", "r.hyps.tsv"):
+        assert name in str(e.value)
+    assert ".ok.json.abc123.tmp" not in str(e.value)
+
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    (clean / ".tmp-123-x_cuts.jsonl.gz").write_bytes(b"\x1f")
+    torch.save({"p": Path("x")}, clean / "unsafe.pt")  # whole, but not loadable with weights_only=True
+    report = assert_nothing_torn(clean)
+    assert [p.name for p in report.leftovers] == [".tmp-123-x_cuts.jsonl.gz"]
+    assert len(report.findings) == 1 and "weights_only=False" in report.findings[0]
+
+    dup = tmp_path / "dup"
+    dup.mkdir()
+    CutSet.from_cuts([cut, cut.with_id("a-1-0001"), cut.with_id("a-1-0001")]).to_file(dup / "d_cuts.jsonl.gz")
+    (dup / "d.hyps.tsv").write_text("utt_id\treference\thypothesis\nx\tA\tB\nx\tA\tB\n")
+    chapter = dup / "LibriSpeech" / "train" / "1" / "2"
+    chapter.mkdir(parents=True)
+    (chapter / "1-2.trans.txt").write_text("1-2-0000 A\n1-2-0000 A\n")
+    with pytest.raises(AssertionError) as e:
+        assert_no_duplicates(dup)
+    msg = str(e.value)
+    assert "cut ids repeated: ['a-1-0001']" in msg and "utterances repeated: ['x']" in msg
+    assert "transcript ids repeated: ['1-2-0000']" in msg
+
+
+def test_kill_and_rerun_kills_the_process_group(tmp_path):
+    """A worker started by the command dies with it; a command that ends first is reported so."""
+    import sys
+
+    script = ("import subprocess, sys, time; from pathlib import Path\n"
+              "if Path('child.pid').exists(): sys.exit(0)\n"
+              "c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+              "Path('child.pid').write_text(str(c.pid)); time.sleep(60)\n")
+    seen = []
+
+    def after_kill(kill):
+        pid = int((tmp_path / "child.pid").read_text())
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+        seen.append(kill)
+
+    report = kill_and_rerun([sys.executable, "-c", script], [2.5], cwd=tmp_path, after_kill=after_kill)
+    assert seen and seen[0].landed and seen[0].rc == -9 and report.rerun.rc == 0
+    report = kill_and_rerun([sys.executable, "-c", "pass"], [5.0], cwd=tmp_path)
+    assert not report.kills[0].landed and report.kills[0].rc == 0
+
+
+def test_prepare_synth_rerun_removes_its_temporaries(k9_prepared, tmp_path):
+    """What a kill can leave mid-write (a FLAC, a transcript, a marker, synth_info.json under their
+    temporary names) is gone after the rerun, and the corpus is unchanged."""
+    from asr_zoo.data.synth import prepare_synth
+
+    ref = k9_prepared[0] / "corpus"
+    out = _copy(ref, tmp_path / "corpus")
+    dev = out / "LibriSpeech" / "dev"
+    (dev / ".done").unlink()
+    chapter = next(p.parent for p in dev.glob("*/*/*.trans.txt"))
+    stale = [out / ".synth_info.json.12345.tmp", dev / "..done.12345.tmp", chapter / f".{chapter.parent.name}-x.trans.txt.1.tmp",
+             next(chapter.glob("*.flac")).with_suffix(".flac.12345.tmp")]
+    for p in stale:
+        p.write_bytes(b"partial")
+    prepare_synth(out, num_train=24, num_dev=4, num_test=4, num_workers=1, progress=False)
+    assert not [p for p in stale if p.exists()]
+    assert tree_digest(out / "LibriSpeech") == tree_digest(ref / "LibriSpeech")
+    assert (out / "synth_info.json").read_bytes() == (ref / "synth_info.json").read_bytes()
+
+
+def test_align_pointer_follows_the_store(k9_trained, tmp_path, monkeypatch):
+    """A pointer naming another store directory (the run was renamed) is replaced on rerun, not
+    kept with the new split added: it must name the directory the stores were written to."""
+    from asr_zoo.align.store import align_run
+
+    work = _copy(k9_trained, tmp_path / "work")
+    monkeypatch.chdir(work)
+    (work / "run" / "alignments.json").write_text(json.dumps({"dir": "corpus/alignments/old-12345678",
+                                                              "splits": {"train": {"aligned": 1}}}))
+    index = align_run(Path("run"), ["train"])
+    assert index["dir"].startswith("corpus/alignments/run-") and list(index["splits"]) == ["train"]
+    assert (work / index["dir"] / "train.pt").exists()
+    assert json.loads((work / "run" / "alignments.json").read_text())["dir"] == index["dir"]

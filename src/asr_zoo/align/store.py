@@ -51,7 +51,9 @@ def align_run(run_dir: Path, splits: list[str] | None = None, device: str = "cpu
     sha = tokenizer_sha(module.tokenizer.model_proto)
     out_dir = Path(cfg.data.root) / "alignments" / f"{run_dir.name}-{sha[:8]}"
     pointer = run_dir / "alignments.json"
-    index = read_json(pointer) if pointer.exists() else {"dir": str(out_dir), "splits": {}}
+    index = read_json(pointer) if pointer.exists() else {}
+    if index.get("dir") != str(out_dir):  # none yet, or it lists the stores of another directory
+        index = {"dir": str(out_dir), "splits": {}}  # (run renamed, data moved): never point there
     data = PreparedData(cfg.data)
     for split in splits or list(cfg.data.train_splits):
         path = out_dir / f"{split}.pt"

@@ -20,7 +20,7 @@ Everything is a function of ``seed``: each utterance draws its rate, padding and
 its own RNG and espeak-ng renders it in a fresh process state, so a corpus is byte-identical
 whatever the number of workers or the order of work. Preparation is resumable: FLACs are
 written under a temporary name and renamed, existing ones are kept, and a split with a
-``.done`` marker is skipped.
+``.done`` marker is skipped; temporaries of a killed run are removed by the next one.
 
 Usage::
 
@@ -331,6 +331,8 @@ def prepare_synth(
         "sample_rate": SAMPLE_RATE,
     }
     info_path = out_dir / "synth_info.json"
+    for stale in out_dir.glob(f".{info_path.name}.*.tmp"):  # left by a run killed while writing it
+        stale.unlink()
     if info_path.exists():
         previous = json.loads(info_path.read_text())["config"]
         if previous != config:
