@@ -62,9 +62,8 @@ def test_imputer_starts_as_its_expert(tiny_corpus, tmp_path):
     ctc, ctc_cfg = load_run(expert)
     overrides = [a for a in tiny_train_args(tiny_corpus, tmp_path / "dp")[1:]]
     cfg = compose([*overrides, "objective=imputer_dp", f"objective.expert={expert}"])
-    dp = build_module(cfg, ctc.vocab_size, 80)
-    dp.tokenizer = ctc.tokenizer
-    dp.prepare_from_config(None)
+    dp = build_module(cfg, ctc.vocab_size, 80, tokenizer=ctc.tokenizer)
+    dp.setup_from_data(None)
     dp.eval()
     batch = {"feats": torch.randn(1, 40, 80), "feat_lens": torch.tensor([40])}
     lp_ctc, _ = ctc.log_probs(batch)

@@ -157,7 +157,7 @@ def test_bad_choices_fail_with_valid_options():
         make_module("objective.predictor=gru")
     with pytest.raises(ValueError, match="asr_zoo, torchaudio"):
         make_module("objective.loss_backend=warp")
-    with pytest.raises(ValueError, match=r"ctc_weight=1.0 must be in \[0, 1\)"):
+    with pytest.raises(ValueError, match=r"objective.ctc_weight=1.0; must be in \[0.0, 1.0\)"):
         make_module("objective.ctc_weight=1.0")
 
 

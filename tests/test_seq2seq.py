@@ -98,9 +98,9 @@ def test_scheduled_sampling_replaces_inputs_with_previous_predictions():
 
 
 def test_bad_choices_are_clear_errors():
-    with pytest.raises(ValueError, match="valid choices: greedy, beam"):
+    with pytest.raises(ValueError, match="valid choices: beam, greedy"):
         _module("objective.decoder=sampling")
-    with pytest.raises(ValueError, match="valid causal types"):
+    with pytest.raises(ValueError, match="decoder_attention=.pooled.; valid choices: softmax, linear"):
         _module("objective.decoder_attention=pooled")
 
 

@@ -89,6 +89,7 @@ def _cmd_compare(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="asr-zoo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = p.add_subparsers(dest="command", required=True)
 
     prep = sub.add_parser("prepare", help="make or prepare a corpus")
@@ -173,15 +174,36 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # keep the console to what matters
     warnings.filterwarnings("ignore", message="You are using Dynamic")  # lhotse: eager CutSets are fine here
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-    from .config import ConfigError
-    from .data.corpora import BadUtterance
-
     try:
         return args.func(args)
-    except (ConfigError, BadUtterance, FileNotFoundError, ValueError, KeyError) as e:
-        print(f"asr-zoo: error: {e}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print("asr-zoo: interrupted (rerun the same command to resume)", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001  (the one place that turns exceptions into messages)
+        if args.debug:
+            raise
+        expected = _expected_error(e)
+        if expected:
+            print(f"asr-zoo: error: {e}", file=sys.stderr)
+            return 2
+        print(f"asr-zoo: unexpected error: {type(e).__name__}: {e}\n"
+              "(this may be a bug; rerun with --debug for the traceback)", file=sys.stderr)
+        return 1
 
+
+def _expected_error(e: BaseException) -> bool:
+    """Errors about the user's input (config, data, files, a diverged run): one line, no traceback.
+    Anything else, e.g. a KeyError inside training, is reported as unexpected."""
+    from .config import ConfigError
+    from .data.corpora import BadUtterance
+    from .utils import UntrustedFileError
+
+    expected: tuple = (ConfigError, BadUtterance, FileNotFoundError, UntrustedFileError)
+    if "lightning" in sys.modules or "asr_zoo.objectives" in sys.modules:
+        from .objectives.base import TrainingDiverged
+
+        expected += (TrainingDiverged,)
+    return isinstance(e, expected)
 
 if __name__ == "__main__":
     sys.exit(main())

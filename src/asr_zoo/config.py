@@ -14,7 +14,7 @@ and a wrong choice fails with the valid choices.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING as MISSING_FACTORY, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -23,7 +23,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 __all__ = [
     "ConfigError", "DataConfig", "EncoderConfig", "TrainerConfig", "OptimConfig", "RunConfig",
-    "GROUPS", "compose", "conf_dir", "group_choices", "save_config", "load_config",
+    "GROUPS", "choice", "bounded", "compose", "conf_dir", "group_choices", "save_config", "load_config",
 ]
 
 
@@ -31,10 +31,21 @@ class ConfigError(ValueError):
     """A config key, value or choice is invalid; the message names it and the valid options."""
 
 
+def choice(default: str, *others: str):
+    """A string field that must be one of ``default, *others``: declared once, next to the
+    field, and checked whenever a config is composed (before any data is touched)."""
+    return field(default=default, metadata={"choices": (default, *others)})
+
+
+def bounded(default, low=None, high=None, *, high_open: bool = False):
+    """A number field that must lie in ``[low, high]`` (``[low, high)`` with ``high_open``)."""
+    return field(default=default, metadata={"range": (low, high, high_open)})
+
+
 # ----------------------------------------------------------------------------------- schemas
 @dataclass
 class TokenizerConfig:
-    type: str = "bpe"  # sentencepiece model type: bpe | unigram | char
+    type: str = choice("bpe", "unigram", "char")  # sentencepiece model type
     vocab_size: int = 256  # including <blk>, <sos/eos>, <unk>; ignored for char
 
 
@@ -59,7 +70,7 @@ class SpecAugmentConfig:
 class DataConfig:
     name: str = "synth"  # label of this data config
     root: str = "data/synth"  # the directory given to `asr-zoo prepare ... --out`
-    format: str = "librispeech"  # librispeech (LibriSpeech/<split>/... layout) | manifest (JSONL)
+    format: str = choice("librispeech", "manifest")  # LibriSpeech/<split>/... layout | JSONL manifests
     train_splits: list = field(default_factory=lambda: ["train"])  # split names (dirs or manifests)
     dev_split: str = "dev"  # validation split (WER each epoch, best checkpoint)
     test_split: str = "test"  # default split of `asr-zoo eval`
@@ -71,13 +82,13 @@ class DataConfig:
     max_utt_duration: float = 30.0  # drop longer training utterances (reported)
     min_utt_duration: float = 0.3  # drop shorter training utterances (reported)
     num_workers: int = 1  # dataloader worker processes
-    on_bad_utterance: str = "drop"  # drop (and report) | fail
+    on_bad_utterance: str = choice("drop", "fail")  # drop (and report) | fail
 
 
 @dataclass
 class EncoderConfig:
-    name: str = "transformer"  # block type: transformer | conformer
-    frontend: str = "conv2d"  # conv2d (2 x 3x3 conv, stride 2) | imputer_conv (2 x 11x3 conv, stride 2x1)
+    name: str = choice("transformer", "conformer")  # block type
+    frontend: str = choice("conv2d", "imputer_conv")  # 2 x 3x3 conv, stride 2 | 2 x 11x3 conv, stride 2x1
     frontend_channels: int = 64  # channels of the conv front-end
     d_model: int = 144
     num_layers: int = 4
@@ -95,18 +106,19 @@ class TrainerConfig:
     accelerator: str = "auto"  # cpu | gpu | auto
     devices: Any = 1  # number of devices or "auto"
     strategy: str = "auto"  # auto | ddp | ddp_spawn | ...
-    precision: str = "32-true"  # 32-true | bf16-mixed | 16-mixed
+    precision: str = choice("32-true", "bf16-mixed", "16-mixed", "64-true")  # bf16 falls back to 32 on CPUs without fast bf16
     max_steps: int = -1  # -1: bounded by max_epochs
     max_epochs: int = 30
     max_time: Optional[str] = None  # "DD:HH:MM:SS" wall-clock cap
     val_every_n_epochs: int = 1
     val_max_utts: int = 0  # 0: validate on the whole dev split; >0: its first N utterances
     gradient_clip_val: float = 5.0
+    max_consecutive_bad_steps: int = bounded(20, 1)  # stop when this many steps in a row have a NaN/Inf loss or gradient
     accumulate_grad_batches: int = 1
     log_every_n_steps: int = 20
     num_threads: int = 0  # torch intra-op threads (0: leave torch's default)
     progress_bar: bool = True
-    wandb: str = "offline"  # offline | online | disabled
+    wandb: str = choice("offline", "online", "disabled")
     wandb_project: str = "asr-zoo"
 
 
@@ -116,7 +128,7 @@ class OptimConfig:
     weight_decay: float = 1e-2
     betas: list = field(default_factory=lambda: [0.9, 0.98])
     warmup_steps: int = 500
-    schedule: str = "cosine"  # cosine | noam | constant (all after linear warm-up)
+    schedule: str = choice("cosine", "noam", "constant")  # all after linear warm-up
     min_lr_ratio: float = 0.02  # cosine floor as a fraction of lr
 
 
@@ -271,22 +283,27 @@ def compose(overrides: list[str] | tuple[str, ...] = (), root: Path | None = Non
     return cfg
 
 
-_ENUMS = {
-    "data.format": ("librispeech", "manifest"),
-    "data.tokenizer.type": ("bpe", "unigram", "char"),
-    "data.on_bad_utterance": ("drop", "fail"),
-    "encoder.name": ("transformer", "conformer"),
-    "encoder.frontend": ("conv2d", "imputer_conv"),
-    "optim.schedule": ("cosine", "noam", "constant"),
-    "trainer.wandb": ("offline", "online", "disabled"),
-}
-
-
 def _check_values(cfg: DictConfig) -> None:
-    for key, valid in _ENUMS.items():
-        value = OmegaConf.select(cfg, key)
-        if value not in valid:
-            raise ConfigError(f"invalid value {key}={value!r}; valid choices: {', '.join(valid)}")
+    """Every ``choice``/``bounded`` field of every group's schema, with the key in the message."""
+    _check_schema(cfg, RunConfig, "")
+    for group, schema_of in GROUPS.items():
+        _check_schema(cfg[group], schema_of(cfg[group].name), f"{group}.")
+
+
+def _check_schema(node: DictConfig, schema, prefix: str) -> None:
+    for f in fields(schema):
+        if f.name not in node:
+            continue
+        value, key = node[f.name], prefix + f.name
+        if "choices" in f.metadata and value not in f.metadata["choices"]:
+            raise ConfigError(f"invalid value {key}={value!r}; valid choices: {', '.join(f.metadata['choices'])}")
+        if "range" in f.metadata:
+            low, high, high_open = f.metadata["range"]
+            if (low is not None and value < low) or (high is not None and (value >= high if high_open else value > high)):
+                interval = f"[{'-inf' if low is None else low}, {'inf' if high is None else high}{')' if high_open else ']'}"
+                raise ConfigError(f"invalid value {key}={value!r}; must be in {interval}")
+        if f.default_factory is not MISSING_FACTORY and is_dataclass(f.default_factory()):
+            _check_schema(value, type(f.default_factory()), key + ".")
 
 
 def save_config(cfg: DictConfig, path: Path) -> None:

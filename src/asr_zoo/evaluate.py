@@ -26,7 +26,7 @@ from .data.datamodule import ASRDataset
 from .data.prepare import PreparedData
 from .report.metrics import error_rates
 from .train import build_module
-from .utils import atomic_replace, atomic_write_json
+from .utils import atomic_replace, atomic_write_json, safe_torch_load
 
 __all__ = ["load_run", "evaluate"]
 
@@ -46,7 +46,7 @@ def load_run(run_dir: Path, overrides: list[str] = (), checkpoint: str = "best",
     if not ckpt_path.exists():
         have = sorted(p.stem for p in (run_dir / "checkpoints").glob("*.ckpt"))
         raise FileNotFoundError(f"{ckpt_path} does not exist (checkpoints: {have or 'none'}); train the run first")
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    ckpt = safe_torch_load(ckpt_path)
     hp = ckpt["hyper_parameters"]
 
     module = build_module(cfg, hp["vocab_size"], hp["feature_dim"])

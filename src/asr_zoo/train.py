@@ -1,34 +1,57 @@
 """``asr-zoo train``: one resumable training run of any objective x attention type.
 
 The run directory holds ``config.yaml`` (resolved), ``checkpoints/{best,last}.ckpt``,
-``logs/`` (CSV + offline wandb) and ``train_summary.json``. Rerunning a crashed run resumes from
-``last.ckpt``; rerunning a finished run does nothing.
+``logs/`` (CSV + offline wandb) and ``train_summary.json``.
+
+Resuming: ``last.ckpt`` is written atomically at the end of every training epoch, with the
+optimizer, LR schedule, step counter and the torch / numpy / Python RNG states; a run killed at
+any point (even ``kill -9``) continues from the last finished epoch when the same command is rerun,
+and in deterministic CPU mode ends with the same weights as an uninterrupted run
+(``tests/test_resume.py``). A killed epoch's partial work is redone, its CSV log rows replaced.
+
+Run-directory rules: the config is binding once a checkpoint exists (a different config is an
+error naming the keys that differ; keys that cannot change the result, such as the progress bar
+or thread count, may differ); a start that failed before its first checkpoint blocks nothing.
 """
 
 from __future__ import annotations
 
+import csv
 import os
+import random
 import shutil
 import time
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from .config import ConfigError, load_config, save_config
 from .data.datamodule import ASRDataModule
+from .hardware import cpu_fast_bf16
 from .objectives import OBJECTIVES
-from .utils import atomic_write_json, read_json
+from .utils import atomic_replace, atomic_write_json, atomic_write_text, safe_torch_load
 
-__all__ = ["train", "build_module", "resolve_run_dir", "AtomicCheckpointIO"]
+__all__ = ["train", "build_module", "resolve_run_dir", "AtomicCheckpointIO", "RESULT_NEUTRAL_KEYS"]
+
+# Keys that never change what a run computes: a resumed or finished run may differ in them.
+RESULT_NEUTRAL_KEYS = ("run_dir", "trainer.num_threads", "trainer.progress_bar", "trainer.log_every_n_steps",
+                       "trainer.wandb", "trainer.wandb_project", "trainer.name", "data.num_workers",
+                       "data.root")
+# Keys an unfinished run may change when it resumes: its budget and the hardware it runs on.
+RESUMABLE_KEYS = ("trainer.max_steps", "trainer.max_epochs", "trainer.max_time", "trainer.accelerator",
+                  "trainer.devices", "trainer.strategy")
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Write checkpoints to a temporary file and rename: a crash never leaves a torn checkpoint."""
+    """Checkpoints written to a temporary file and renamed (a crash never leaves a torn one) and
+    read with ``weights_only=True`` (a crafted pickle is refused, never executed)."""
 
     def save_checkpoint(self, checkpoint, path, storage_options=None):
         path = Path(path)
@@ -37,42 +60,84 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         torch.save(checkpoint, tmp)
         os.replace(tmp, path)
 
+    def load_checkpoint(self, path, map_location=None, weights_only=None):
+        return safe_torch_load(Path(path), map_location=map_location or "cpu")
+
 
 class EpochTimer(Callback):
-    """Records the wall-clock seconds of every training epoch (for time-per-epoch tables) and the
-    step of the last validation."""
+    """Training seconds of every epoch, validation excluded (for time-per-epoch tables), and the
+    step of the last validation. Timing starts at the first batch, so resumed epochs count too."""
 
     def __init__(self):
         self.durations: list[float] = []
         self.validated_step = -1
+        self._t0: float | None = None
+        self._val_s = 0.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self._t0 is None:
+            self._t0, self._val_s = time.perf_counter(), 0.0
+
+    def on_validation_start(self, trainer, pl_module):
+        self._val_t0 = time.perf_counter()
 
     def on_validation_end(self, trainer, pl_module):
         self.validated_step = trainer.global_step
-
-    def on_train_epoch_start(self, trainer, pl_module):
-        self._t0 = time.perf_counter()
+        self._val_s += time.perf_counter() - self._val_t0
 
     def on_train_epoch_end(self, trainer, pl_module):
-        self.durations.append(time.perf_counter() - self._t0)
+        if self._t0 is not None:
+            self.durations.append(time.perf_counter() - self._t0 - self._val_s)
+        self._t0 = None
 
 
-def build_module(cfg: DictConfig, vocab_size: int, feature_dim: int):
+class RNGState(Callback):
+    """Saves the torch, numpy and Python RNG states in every checkpoint and restores them on
+    resume, so dropout, SpecAugment and the loader's worker seeds continue as if never stopped.
+    Stored as tensors and plain types (loadable with ``weights_only=True``)."""
+
+    def state_dict(self) -> dict:
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        return {"torch": torch.get_rng_state(), "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos,
+                                                           has_gauss, gauss], "python": random.getstate()}
+
+    def load_state_dict(self, state: dict) -> None:
+        torch.set_rng_state(state["torch"])
+        kind, keys, pos, has_gauss, gauss = state["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+        version, internal, gauss_next = state["python"]
+        random.setstate((version, tuple(internal), gauss_next))
+
+
+class ResumableCSVLogger(CSVLogger):
+    """Lightning's CSV logger deletes ``metrics.csv`` when it starts; on resume this one keeps the
+    rows up to the checkpoint's step (those after it belong to the redone, killed epoch)."""
+
+    def __init__(self, save_dir: Path, keep_until_step: int | None):
+        super().__init__(save_dir, name="logs", version="")
+        self._keep_until = keep_until_step
+
+    @property
+    def experiment(self):
+        if self._experiment is not None or rank_zero_only.rank != 0:
+            return super().experiment
+        path = Path(self.log_dir) / "metrics.csv"
+        kept = []
+        if self._keep_until is not None and path.exists():
+            with open(path, newline="") as f:
+                kept = [r for r in csv.DictReader(f) if r.get("step", "").isdigit() and int(r["step"]) <= self._keep_until]
+        writer = super().experiment  # removes the old file
+        writer.metrics = kept + writer.metrics
+        return writer
+
+
+def build_module(cfg: DictConfig, vocab_size: int, feature_dim: int, tokenizer=None, cmvn=None):
+    """The objective's LightningModule for ``cfg``; ``tokenizer`` and ``cmvn`` ({"mean", "std"})
+    are attached when given (training; evaluation restores them from the checkpoint)."""
     cls = OBJECTIVES.get(cfg.objective.name).obj
-    return cls(OmegaConf.to_container(cfg, resolve=True), vocab_size=vocab_size, feature_dim=feature_dim)
-
-
-def _check_resume_config(cfg: DictConfig, run_dir: Path) -> None:
-    saved_path = run_dir / "config.yaml"
-    if not saved_path.exists():
-        return
-    saved = OmegaConf.to_container(load_config(saved_path), resolve=True)
-    new = OmegaConf.to_container(cfg, resolve=True)
-    diff = [k for k in new if k not in ("trainer", "run_dir") and new[k] != saved.get(k)]
-    if diff:
-        raise ConfigError(
-            f"{run_dir} already holds a run with a different config (sections {diff}); "
-            "use another run_dir or delete that one"
-        )
+    module = cls(OmegaConf.to_container(cfg, resolve=True), vocab_size=vocab_size, feature_dim=feature_dim)
+    module.tokenizer, module.cmvn = tokenizer, cmvn
+    return module
 
 
 def resolve_run_dir(cfg: DictConfig) -> Path:
@@ -87,58 +152,139 @@ def resolve_run_dir(cfg: DictConfig) -> Path:
                                    encoder=cfg.encoder.name, data=cfg.data.name, seed=cfg.seed))
 
 
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def config_differences(old: DictConfig, new: DictConfig, allowed: tuple[str, ...] = RESULT_NEUTRAL_KEYS) -> list[str]:
+    """Dotted keys whose values differ (``key: old -> new``), the ``allowed`` ones left out."""
+    a = _flat(OmegaConf.to_container(old, resolve=True))
+    b = _flat(OmegaConf.to_container(new, resolve=True))
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
+            if a.get(k) != b.get(k) and not k.startswith(allowed)]
+
+
+def _claim_run_dir(cfg: DictConfig, run_dir: Path) -> str:
+    """``new``, ``resume`` or ``finished``; raises when the directory holds another config's
+    checkpoints (a resumed run may change its budget and hardware, a finished one nothing that
+    matters). A directory without checkpoints (a start that failed) is simply reused."""
+    finished = (run_dir / "train_summary.json").exists()
+    has_checkpoint = (run_dir / "checkpoints" / "last.ckpt").exists()
+    saved = run_dir / "config.yaml"
+    if (finished or has_checkpoint) and saved.exists():
+        allowed = RESULT_NEUTRAL_KEYS + (() if finished else RESUMABLE_KEYS)
+        diff = config_differences(load_config(saved), cfg, allowed)
+        if diff:
+            what = "a finished run" if finished else "a run"
+            raise ConfigError(f"{run_dir} already holds {what} with a different config ({'; '.join(diff)}); "
+                              "use another run_dir, or delete that one to start again")
+        changed = config_differences(load_config(saved), cfg, RESULT_NEUTRAL_KEYS)
+        if changed and not finished:
+            print(f"{run_dir}: resuming with {'; '.join(changed)}")
+    if finished:
+        return "finished"
+    return "resume" if has_checkpoint else "new"
+
+
+def _precision(t: DictConfig) -> str:
+    """The trainer precision, with bf16 on a CPU without fast bf16 (AVX2: ~30x slower, no bf16
+    LSTM) replaced by float32."""
+    on_cpu = t.accelerator == "cpu" or (t.accelerator == "auto" and not torch.cuda.is_available())
+    if on_cpu and t.precision.startswith("bf16") and not cpu_fast_bf16():
+        print(f"note: trainer.precision={t.precision} on a CPU without fast bf16 "
+              f"({torch.backends.cpu.get_cpu_capability()}): training in float32")
+        return "32-true"
+    return t.precision
+
+
+def _loggers(cfg: DictConfig, run_dir: Path, resume_step: int | None) -> list:
+    loggers = [ResumableCSVLogger(run_dir, keep_until_step=resume_step)]
+    t = cfg.trainer
+    if t.wandb != "disabled":
+        from lightning.pytorch.loggers import WandbLogger
+
+        os.environ.setdefault("WANDB_SILENT", "true")
+        # one wandb run per run directory, continued on resume (its id kept beside the config)
+        id_file = run_dir / "wandb_id.txt"
+        if not id_file.exists():
+            atomic_write_text(id_file, os.urandom(6).hex())
+        loggers.append(WandbLogger(project=t.wandb_project, save_dir=str(run_dir), offline=t.wandb == "offline",
+                                   name=run_dir.name, id=id_file.read_text().strip(), resume="allow",
+                                   config=OmegaConf.to_container(cfg, resolve=True)))
+    return loggers
+
+
+def _trainer(cfg: DictConfig, run_dir: Path, resume_step: int | None) -> tuple[L.Trainer, ModelCheckpoint, EpochTimer]:
+    t = cfg.trainer
+    ckpt_dir = run_dir / "checkpoints"
+    best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/wer", mode="min",
+                           save_top_k=1, enable_version_counter=False)
+    last = ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_top_k=1, every_n_epochs=1,
+                           save_on_train_epoch_end=True, enable_version_counter=False)
+    timer = EpochTimer()
+    callbacks = [best, last, timer, RNGState(), LearningRateMonitor("step")]
+    if t.progress_bar:
+        callbacks.append(TQDMProgressBar(refresh_rate=10))
+    trainer = L.Trainer(
+        accelerator=t.accelerator, devices=t.devices, strategy=t.strategy, precision=_precision(t),
+        max_steps=t.max_steps, max_epochs=t.max_epochs, max_time=t.max_time,
+        check_val_every_n_epoch=t.val_every_n_epochs, gradient_clip_val=t.gradient_clip_val,
+        accumulate_grad_batches=t.accumulate_grad_batches, log_every_n_steps=t.log_every_n_steps,
+        callbacks=callbacks, logger=_loggers(cfg, run_dir, resume_step), default_root_dir=run_dir,
+        plugins=[AtomicCheckpointIO()],
+        use_distributed_sampler=False,  # lhotse samplers shard by rank themselves
+        enable_progress_bar=t.progress_bar, num_sanity_val_steps=0, enable_model_summary=False,
+    )
+    return trainer, best, timer
+
+
 def train(cfg: DictConfig) -> Path:
     """Train (or resume) the run described by ``cfg``; returns the run directory."""
+    # 1. check everything that needs no data: the run directory and the objective's own needs
     run_dir = resolve_run_dir(cfg)
     cfg.run_dir = str(run_dir)
-    done = run_dir / "train_summary.json"
-    if done.exists():
-        print(f"{run_dir}: training already finished (delete {done} to train again)")
+    state = _claim_run_dir(cfg, run_dir)
+    if state == "finished":
+        print(f"{run_dir}: training already finished (delete {run_dir / 'train_summary.json'} to train again)")
         return run_dir
-    _check_resume_config(cfg, run_dir)
+    objective = OBJECTIVES.get(cfg.objective.name).obj
+    objective.check_training_config(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
     if cfg.trainer.num_threads:
         torch.set_num_threads(cfg.trainer.num_threads)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
 
-    objective = OBJECTIVES.get(cfg.objective.name).obj
+    # 2. data: features, tokenizer, CMVN (built once, shared by every run on this data root)
     dm = ASRDataModule(cfg.data, objective.utterance_filter(cfg), seed=cfg.seed, val_max_utts=cfg.trainer.val_max_utts)
-    dm.prepare_data()  # build features / tokenizer now: the model's vocabulary depends on them
-    model = build_module(cfg, dm.tokenizer.vocab_size, dm.feature_dim)
+    dm.prepare_data()
     mean, std = dm.data.cmvn()
-    model.tokenizer, model.cmvn = dm.tokenizer, {"mean": mean, "std": std}
-    if hasattr(model, "prepare_from_config"):
-        model.prepare_from_config(dm)  # objective-specific set-up (e.g. Imputer expert weights)
 
-    t = cfg.trainer
-    ckpt_dir = run_dir / "checkpoints"
-    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/wer", mode="min",
-                                 save_top_k=1, save_last=True, enable_version_counter=False)
-    timer = EpochTimer()
-    loggers = [CSVLogger(run_dir, name="logs", version="")]
-    if t.wandb != "disabled":
-        from lightning.pytorch.loggers import WandbLogger
+    # 3. model, with the objective's set-up from its config (e.g. the Imputer's expert)
+    model = build_module(cfg, dm.tokenizer.vocab_size, dm.feature_dim, dm.tokenizer, {"mean": mean, "std": std})
+    model.setup_from_data(dm)
 
-        os.environ.setdefault("WANDB_SILENT", "true")
-        loggers.append(WandbLogger(project=t.wandb_project, save_dir=str(run_dir), offline=t.wandb == "offline",
-                                   name=run_dir.name, config=OmegaConf.to_container(cfg, resolve=True)))
-    callbacks = [checkpoint, timer, LearningRateMonitor("step")]
-    if t.progress_bar:
-        callbacks.append(TQDMProgressBar(refresh_rate=10))
-    trainer = L.Trainer(
-        accelerator=t.accelerator, devices=t.devices, strategy=t.strategy, precision=t.precision,
-        max_steps=t.max_steps, max_epochs=t.max_epochs, max_time=t.max_time,
-        check_val_every_n_epoch=t.val_every_n_epochs, gradient_clip_val=t.gradient_clip_val,
-        accumulate_grad_batches=t.accumulate_grad_batches, log_every_n_steps=t.log_every_n_steps,
-        callbacks=callbacks, logger=loggers, default_root_dir=run_dir, plugins=[AtomicCheckpointIO()],
-        use_distributed_sampler=False,  # lhotse samplers shard by rank themselves
-        enable_progress_bar=t.progress_bar, num_sanity_val_steps=0, enable_model_summary=False,
-    )
-    last = ckpt_dir / "last.ckpt"
+    # 4. fit, resuming from last.ckpt
+    last = run_dir / "checkpoints" / "last.ckpt"
+    resume_step = safe_torch_load(last)["global_step"] if state == "resume" else None
+    trainer, checkpoint, timer = _trainer(cfg, run_dir, resume_step)
     t0 = time.perf_counter()
-    trainer.fit(model, dm, ckpt_path=str(last) if last.exists() else None)
-    best = ckpt_dir / "best.ckpt"
+    trainer.fit(model, dm, ckpt_path=str(last) if state == "resume" else None)
+
+    # 5. make sure the final weights were validated, then summarise
+    best_wer = _validate_final_weights(trainer, checkpoint, timer, model, dm, run_dir / "checkpoints" / "best.ckpt")
+    if trainer.global_rank == 0:
+        _write_summary(cfg, run_dir, model, trainer, timer, best_wer, time.perf_counter() - t0)
+    return run_dir
+
+
+def _validate_final_weights(trainer, checkpoint, timer, model, dm, best: Path) -> float | None:
     best_wer = float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None
     if timer.validated_step != trainer.global_step and trainer.global_step > 0:
         # the final weights were never validated (max_steps ended mid-interval): validate them now
@@ -146,25 +292,24 @@ def train(cfg: DictConfig) -> Path:
         if best_wer is None or wer < best_wer:
             trainer.save_checkpoint(best)
             best_wer = wer
-    if trainer.global_rank == 0:
-        validated = best.exists()
-        if not validated:  # no validation ran at all: the last weights are the best we know
-            shutil.copyfile(last, best)
-        summary = {
-            "objective": cfg.objective.name, "attention": cfg.attention.name,
-            "params": sum(p.numel() for p in model.parameters()),
-            "steps": trainer.global_step, "epochs": trainer.current_epoch,
-            "train_time_s": round(time.perf_counter() - t0, 1),
-            "time_per_epoch_s": round(sum(timer.durations) / max(1, len(timer.durations)), 2),
-            "best_val_wer": best_wer,
-            "best_checkpoint": "best by dev WER" if validated else "copy of last (no validation ran)",
-        }
-        atomic_write_json(done, summary)
-        print(f"{run_dir}: trained {summary['steps']} steps in {summary['train_time_s']} s; "
-              f"best dev WER {summary['best_val_wer']}")
-    return run_dir
+    return best_wer
 
 
-def train_summary(run_dir: Path) -> dict:
-    path = Path(run_dir) / "train_summary.json"
-    return read_json(path) if path.exists() else {}
+def _write_summary(cfg, run_dir: Path, model, trainer, timer: EpochTimer, best_wer, seconds: float) -> None:
+    ckpt_dir = run_dir / "checkpoints"
+    validated = (ckpt_dir / "best.ckpt").exists()
+    if not validated:  # no validation ran at all: the last weights are the best we know
+        atomic_replace(ckpt_dir / "best.ckpt", lambda tmp: shutil.copyfile(ckpt_dir / "last.ckpt", tmp))
+    summary = {
+        "objective": cfg.objective.name, "attention": cfg.attention.name,
+        "params": sum(p.numel() for p in model.parameters()),
+        "steps": trainer.global_step, "epochs": trainer.current_epoch,
+        "train_time_s": round(seconds, 1),
+        "time_per_epoch_s": round(sum(timer.durations) / max(1, len(timer.durations)), 2),
+        "skipped_steps": int(model.skipped_steps),
+        "best_val_wer": best_wer,
+        "best_checkpoint": "best by dev WER" if validated else "copy of last (no validation ran)",
+    }
+    atomic_write_json(run_dir / "train_summary.json", summary)
+    print(f"{run_dir}: trained {summary['steps']} steps in {summary['train_time_s']} s "
+          f"(this invocation); best dev WER {summary['best_val_wer']}")

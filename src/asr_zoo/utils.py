@@ -1,4 +1,4 @@
-"""Small shared helpers: atomic writes, JSON I/O, stage markers."""
+"""Small shared helpers: atomic writes, JSON I/O, safe loading of checkpoints and stores."""
 
 from __future__ import annotations
 
@@ -8,7 +8,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_text", "atomic_write_json", "read_json", "atomic_replace"]
+__all__ = ["atomic_write_text", "atomic_write_json", "read_json", "atomic_replace", "safe_torch_load",
+           "UntrustedFileError"]
+
+
+class UntrustedFileError(ValueError):
+    """A file to be loaded holds more than tensors and plain data (a pickle that could run code)."""
 
 
 def atomic_replace(path: Path, write) -> None:
@@ -35,3 +40,30 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())
+
+
+def safe_torch_load(path: Path, map_location: Any = "cpu") -> Any:
+    """``torch.load`` with ``weights_only=True``: tensors, numbers, strings, bytes, lists, tuples
+    and dicts only. Checkpoints, expert checkpoints and alignment stores are read this way, so a
+    shared run directory can never run code: a crafted pickle is refused, never executed.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        UntrustedFileError: the file holds other objects (or is not a torch file at all).
+    """
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()
+        detail = next((line for line in first if "GLOBAL" in line or "Unsupported" in line), first[0] if first else "")
+        raise UntrustedFileError(f"{path}: refused to load: it holds objects other than tensors and plain data, "
+                                 f"which could run code ({detail.strip()[:200]})") from None
+    except (RuntimeError, EOFError, OSError) as e:
+        raise UntrustedFileError(f"{path}: not a readable torch file ({str(e).splitlines()[0][:200]})") from None

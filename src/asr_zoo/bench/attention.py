@@ -40,6 +40,7 @@ from pathlib import Path
 import torch
 
 from asr_zoo.bench.memory import peak_memory_bytes
+from asr_zoo.hardware import cpu_arithmetic
 from asr_zoo.nn.attention import ATTENTION, build_attention
 
 __all__ = ["add_arguments", "clustered_queries", "main", "run"]
@@ -145,7 +146,7 @@ def _measure_type(name: str, n: int, device: torch.device, repeats: int, fwdbwd:
             "peak_mb": round(peak / 2**20, 2), "rel_error": round(rel_error, 4),
             "params": params, "batch": 1, "heads": HEADS, "head_dim": HEAD_DIM,
             "device": str(device), "threads": torch.get_num_threads(), "repeats": repeats,
-            "load_avg_1min": round(os.getloadavg()[0], 2), "torch": torch.__version__,
+            "load_avg_1min": round(os.getloadavg()[0], 2), "torch": torch.__version__, **cpu_arithmetic(),
         })
     return records
 
@@ -188,7 +189,9 @@ def _markdown(records: list[dict], softmax_max_n: int) -> str:
                  f"{r0.get('threads')} threads, {r0.get('repeats')} repeats (median wall-clock); "
                  f"softmax fwd+bwd skipped above N={softmax_max_n}; "
                  f"load average {min(r['load_avg_1min'] for r in records) if records else '-'}"
-                 f"-{max(r['load_avg_1min'] for r in records) if records else '-'}.")
+                 f"-{max(r['load_avg_1min'] for r in records) if records else '-'}; "
+                 f"CPU capability {r0.get('cpu_capability')}, clustering keys "
+                 f"{'int8 (torch._int_mm)' if r0.get('int8_mm_fast') else 'float32'}.")
     return "\n".join(lines) + "\n"
 
 

@@ -24,6 +24,8 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from ..hardware import cpu_bf16_lstm
+
 __all__ = ["LSTMPredictor", "StatelessPredictor", "Joiner", "build_predictor", "PredictorState"]
 
 PredictorState = tuple[Tensor, ...]  # batch-first tensors; None = the start state
@@ -82,8 +84,20 @@ class LSTMPredictor(nn.Module):
     def _run(self, tokens: Tensor, state: Optional[PredictorState]) -> tuple[Tensor, PredictorState]:
         x = self.dropout(self.embed(tokens))  # (B, S, E)
         hc = None if state is None else tuple(s.transpose(0, 1).contiguous() for s in state)  # (L, B, H)
-        out, (h, c) = self.lstm(x, hc)  # (B, S, H)
+        if _float32_recurrence(x):
+            with torch.autocast("cpu", enabled=False):
+                hc = None if hc is None else tuple(s.float() for s in hc)
+                out, (h, c) = self.lstm(x.float(), hc)  # (B, S, H)
+        else:
+            out, (h, c) = self.lstm(x, hc)  # (B, S, H)
         return self.dropout(out), (h.transpose(0, 1), c.transpose(0, 1))  # states (B, L, H)
+
+
+def _float32_recurrence(x: Tensor) -> bool:
+    """Under CPU bf16 autocast on a CPU whose oneDNN has no (fast) bf16 LSTM, run the recurrence
+    in float32: AVX2-only CPUs cannot run it in bf16 at all (see :mod:`asr_zoo.hardware`)."""
+    return (x.device.type == "cpu" and torch.is_autocast_enabled("cpu")
+            and torch.get_autocast_dtype("cpu") == torch.bfloat16 and not cpu_bf16_lstm())
 
 
 class StatelessPredictor(nn.Module):

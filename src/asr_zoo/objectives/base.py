@@ -20,7 +20,11 @@ from torchmetrics.text import CharErrorRate, WordErrorRate
 from ..data.tokenizer import Tokenizer
 from ..nn.encoder import build_encoder
 
-__all__ = ["ObjectiveConfig", "ASRModule"]
+__all__ = ["ObjectiveConfig", "ASRModule", "TrainingDiverged"]
+
+
+class TrainingDiverged(RuntimeError):
+    """Training stopped: the loss or gradients stayed non-finite (the message says what to change)."""
 
 
 @dataclass
@@ -46,6 +50,8 @@ class ASRModule(L.LightningModule):
         self.tokenizer: Optional[Tokenizer] = None  # attached by train/eval; stored in checkpoints
         self.cmvn: Optional[dict] = None  # {"mean", "std"} of the training data; stored in checkpoints
         self.val_wer, self.val_cer = WordErrorRate(), CharErrorRate()
+        # optimizer steps skipped for a non-finite gradient: in total (checkpointed) and in a row
+        self.skipped_steps, self._bad_in_a_row = 0, 0
 
     # ---- to implement ------------------------------------------------------------------------
     def compute_loss(self, batch: dict) -> tuple[Tensor, dict[str, Tensor]]:
@@ -55,6 +61,14 @@ class ASRModule(L.LightningModule):
     def decode(self, batch: dict) -> tuple[list[list[int]], list[int]]:
         """Token ids of each utterance and the decoder steps each took."""
         raise NotImplementedError
+
+    @classmethod
+    def check_training_config(cls, cfg: DictConfig) -> None:
+        """Checks of what training needs beyond the config's schema (e.g. the Imputer's expert
+        run), made before any data is touched; raise ``ConfigError`` naming the key."""
+
+    def setup_from_data(self, dm) -> None:
+        """Objective-specific set-up once the data is prepared (e.g. loading expert alignments)."""
 
     @classmethod
     def utterance_filter(cls, cfg) -> Optional[Callable[[int, list[int]], Optional[str]]]:
@@ -79,6 +93,39 @@ class ASRModule(L.LightningModule):
             self.log(f"train/{k}", v, batch_size=bs)
         return loss
 
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """Log the gradient norm (before clipping); skip the step when it is not finite.
+
+        A batch whose loss or gradient is NaN/Inf leaves the weights unchanged: its gradients are
+        dropped (AdamW skips parameters without one), the step still counts (the LR schedule and
+        step counter advance) and ``train/skipped_steps`` counts it. Under DDP the gradients are
+        already all-reduced here, so every rank makes the same decision. After
+        ``trainer.max_consecutive_bad_steps`` such steps in a row the run stops with an error; no
+        checkpoint with non-finite weights is ever written.
+        """
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        if not grads:
+            return
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
+        finite = bool(torch.isfinite(norm))
+        self.log("train/grad_norm", norm if finite else torch.tensor(float("nan")), batch_size=1)
+        if finite:
+            self._bad_in_a_row = 0
+            return
+        for p in self.parameters():
+            p.grad = None
+        self.skipped_steps += 1
+        self._bad_in_a_row += 1
+        self.log("train/skipped_steps", float(self.skipped_steps), batch_size=1)
+        limit = self.cfg.trainer.max_consecutive_bad_steps
+        print(f"warning: step {self.global_step}: non-finite loss or gradient, step skipped "
+              f"({int(self.skipped_steps)} so far, {self._bad_in_a_row} in a row)", flush=True)
+        if self._bad_in_a_row >= limit:
+            raise TrainingDiverged(
+                f"training diverged: {self._bad_in_a_row} steps in a row had a non-finite loss or gradient "
+                f"(trainer.max_consecutive_bad_steps={limit}) at step {self.global_step}; the checkpoints hold "
+                "the last finite weights; lower optim.lr or raise optim.warmup_steps and rerun")
+
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         loss, _ = self.compute_loss(batch)
         hyps, _ = self.transcribe(batch)
@@ -102,13 +149,20 @@ class ASRModule(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Adds the tokenizer (sentencepiece bytes) and CMVN (tensors): plain data, loadable with
+        ``weights_only=True``; refuses to write non-finite weights."""
+        bad = [n for n, p in self.named_parameters() if not torch.isfinite(p).all()]
+        if bad:
+            raise TrainingDiverged(f"refusing to write a checkpoint with non-finite weights ({', '.join(bad[:3])})")
         checkpoint["tokenizer"] = self.tokenizer.model_proto if self.tokenizer else None
         checkpoint["cmvn"] = self.cmvn
+        checkpoint["skipped_steps"] = self.skipped_steps
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if checkpoint.get("tokenizer"):
             self.tokenizer = Tokenizer(checkpoint["tokenizer"])
         self.cmvn = checkpoint.get("cmvn")
+        self.skipped_steps = checkpoint.get("skipped_steps", 0)
 
 
 def lr_lambda(schedule: str, warmup: int, total: Optional[int], min_ratio: float) -> Callable[[int], float]:

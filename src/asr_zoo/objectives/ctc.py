@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config import choice
 from ..data.tokenizer import BLANK_ID
 from ..decoding.ctc import ctc_greedy_decode, ctc_min_frames, ctc_prefix_beam_search
 from ..losses.rnnt import reduce_losses
@@ -21,7 +22,7 @@ __all__ = ["CTCConfig", "CTCModule", "ctc_length_filter", "ctc_nll"]
 @dataclass
 class CTCConfig(ObjectiveConfig):
     name: str = "ctc"
-    decoder: str = "greedy"  # greedy | prefix_beam
+    decoder: str = choice("greedy", "prefix_beam")
     beam_size: int = 8  # prefix beam width
 
 
@@ -55,8 +56,6 @@ def ctc_nll(log_probs: Tensor, lengths: Tensor, tokens: Tensor, token_lens: Tens
 class CTCModule(ASRModule):
     def __init__(self, config: dict, vocab_size: int, feature_dim: int):
         super().__init__(config, vocab_size, feature_dim)
-        if self.cfg.objective.decoder not in ("greedy", "prefix_beam"):
-            raise ValueError(f"objective.decoder={self.cfg.objective.decoder!r}; valid choices: greedy, prefix_beam")
         self.head = nn.Linear(self.cfg.encoder.d_model, vocab_size)
 
     @classmethod

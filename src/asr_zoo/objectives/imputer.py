@@ -22,9 +22,11 @@ from torch import nn
 
 from ..align.rollin import MASKING_POLICIES, fill_masked, rollin
 from ..align.store import load_alignments
+from ..config import ConfigError, choice
 from ..data.tokenizer import BLANK_ID
 from ..decoding.imputer import DECODING_STRATEGIES, collapse_alignments, imputer_decode
 from ..losses.imputer_dp import MASKED, imputer_dp_loss
+from ..utils import read_json, safe_torch_load
 from .base import ASRModule, ObjectiveConfig
 from .ctc import ctc_length_filter
 from .registry import OBJECTIVES
@@ -38,21 +40,15 @@ class ImputerConfig(ObjectiveConfig):
     expert: str = ""  # run directory of the CTC expert (after `asr-zoo align EXPERT`)
     init_from_expert: bool = True  # start from the expert's encoder + head (alignment embedding at 0)
     block_size: int = 8  # training block size B (block masking policy)
-    masking: str = "block"  # block | bernoulli | uniform
+    masking: str = choice(*MASKING_POLICIES)  # roll-in masking policy
     max_shift: int = 1  # roll-in shift noise in frames (0 disables it)
     decode_block_size: int = 0  # inference B (0: same as block_size; 1: one-shot, CTC-like)
-    decode_strategy: str = "default"  # default | alternate_subblock | rightmost_last | topk
+    decode_strategy: str = choice(*DECODING_STRATEGIES)  # commit order at inference
 
 
 class ImputerModule(ASRModule):
     def __init__(self, config: dict, vocab_size: int, feature_dim: int):
         super().__init__(config, vocab_size, feature_dim)
-        o = self.cfg.objective
-        if o.masking not in MASKING_POLICIES:
-            raise ValueError(f"objective.masking={o.masking!r}; valid choices: {', '.join(MASKING_POLICIES)}")
-        if o.decode_strategy not in DECODING_STRATEGIES:
-            raise ValueError(f"objective.decode_strategy={o.decode_strategy!r}; "
-                             f"valid choices: {', '.join(DECODING_STRATEGIES)}")
         self.mask_id = vocab_size
         self.align_embed = nn.Embedding(vocab_size + 1, self.cfg.encoder.d_model)  # tokens + blank + MASK
         self.head = nn.Linear(self.cfg.encoder.d_model, vocab_size)
@@ -62,17 +58,33 @@ class ImputerModule(ASRModule):
     def utterance_filter(cls, cfg):
         return ctc_length_filter
 
-    def prepare_from_config(self, dm) -> None:
+    @classmethod
+    def check_training_config(cls, cfg) -> None:
+        """The expert must be a trained CTC run aligned on every training split."""
+        o = cfg.objective
+        if not o.expert:
+            raise ConfigError(f"objective={o.name} needs objective.expert=CTC_RUN_DIR (a CTC run aligned "
+                              "with `asr-zoo align CTC_RUN_DIR --split train`)")
+        expert = Path(o.expert)
+        needed = [expert / "config.yaml"] + ([expert / "checkpoints" / "best.ckpt"] if o.init_from_expert else [])
+        missing = [str(p) for p in needed if not p.exists()]
+        if missing:
+            raise ConfigError(f"objective.expert={o.expert}: not a trained run (missing {', '.join(missing)})")
+        pointer = expert / "alignments.json"
+        aligned = read_json(pointer)["splits"] if pointer.exists() else {}
+        unaligned = [s for s in cfg.data.train_splits if s not in aligned]
+        if unaligned:
+            raise ConfigError(f"objective.expert={o.expert} has no alignments of {', '.join(unaligned)}: run "
+                              f"`asr-zoo align {o.expert} --split {unaligned[0]}` first")
+
+    def setup_from_data(self, dm) -> None:
         """Load the expert's training alignments (and weights): called by ``train`` before fitting."""
         o = self.cfg.objective
-        if not o.expert:
-            raise ValueError(f"objective={o.name} needs objective.expert=CTC_RUN_DIR (a CTC run aligned "
-                             "with `asr-zoo align CTC_RUN_DIR --split train`)")
         subsampling = f"{self.cfg.encoder.frontend}/x4"
         for split in self.cfg.data.train_splits:
             self.alignments.update(load_alignments(Path(o.expert), split, self.tokenizer.model_proto, subsampling))
         if o.init_from_expert:
-            ckpt = torch.load(Path(o.expert) / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
+            ckpt = safe_torch_load(Path(o.expert) / "checkpoints" / "best.ckpt")
             state = {k: v for k, v in ckpt["state_dict"].items() if k.startswith(("encoder.", "head."))}
             missing = self.load_state_dict(state, strict=False).missing_keys
             if [k for k in missing if not k.startswith("align_embed.")]:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ..config import bounded, choice
 from ..data.tokenizer import BLANK_ID
 from ..decoding.rnnt import RNNTHypotheses, rnnt_beam_search, rnnt_greedy_decode
 from ..losses.rnnt import BACKENDS, rnnt_loss
@@ -38,7 +39,7 @@ __all__ = ["RNNTConfig", "RNNTModule"]
 @dataclass
 class RNNTConfig(ObjectiveConfig):
     name: str = "rnnt"
-    predictor: str = "lstm"  # lstm (embedding -> LSTM) | stateless (last context_size tokens, no recurrence)
+    predictor: str = choice("lstm", "stateless")  # lstm (embedding -> LSTM) | stateless (last context_size tokens, no recurrence)
     embed_dim: int = 128  # token embedding size of the predictor
     hidden_dim: int = 256  # LSTM hidden size (lstm)
     num_layers: int = 1  # LSTM layers (lstm)
@@ -46,13 +47,13 @@ class RNNTConfig(ObjectiveConfig):
     stateless_conv: bool = True  # stateless: mix the context with a depthwise conv (icefall), else concatenate
     dropout: float = 0.1  # predictor dropout
     joint_dim: int = 256  # joint network width J
-    decoder: str = "greedy"  # greedy | beam (modified beam search, one symbol per frame)
+    decoder: str = choice("greedy", "beam")  # beam: (modified beam search, one symbol per frame)
     beam_size: int = 4  # prefixes kept per frame (beam)
     max_symbols_per_frame: int = 3  # greedy: tokens emitted per frame at most
-    reduction: str = "mean"  # loss over the batch: mean (per utterance, like ctc) | mean_per_token | sum
+    reduction: str = choice("mean", "mean_per_token", "sum")  # loss over the batch (mean: per utterance, like ctc)
     clamp: float = -1.0  # clamp the loss gradient w.r.t. the logits to [-clamp, clamp]; <= 0: off
-    loss_backend: str = "asr_zoo"  # asr_zoo (pure PyTorch) | torchaudio (its C++/CUDA kernel, if importable)
-    ctc_weight: float = 0.3  # weight of an auxiliary CTC loss on the encoder in [0, 1); 0 = no CTC head
+    loss_backend: str = choice(*BACKENDS)  # asr_zoo (pure PyTorch) | torchaudio (its C++/CUDA kernel, if importable)
+    ctc_weight: float = bounded(0.3, 0.0, 1.0, high_open=True)  # auxiliary CTC loss on the encoder; 0 = no CTC head
 
 
 @OBJECTIVES.register("rnnt", config=RNNTConfig)
@@ -62,14 +63,6 @@ class RNNTModule(ASRModule):
     def __init__(self, config: dict, vocab_size: int, feature_dim: int):
         super().__init__(config, vocab_size, feature_dim)
         o = self.cfg.objective
-        if o.decoder not in ("greedy", "beam"):
-            raise ValueError(f"objective.decoder={o.decoder!r}; valid choices: greedy, beam")
-        if o.reduction not in ("mean", "mean_per_token", "sum"):
-            raise ValueError(f"objective.reduction={o.reduction!r}; valid choices: mean, mean_per_token, sum")
-        if o.loss_backend not in BACKENDS:
-            raise ValueError(f"objective.loss_backend={o.loss_backend!r}; valid choices: {', '.join(BACKENDS)}")
-        if not 0.0 <= o.ctc_weight < 1.0:
-            raise ValueError(f"objective.ctc_weight={o.ctc_weight} must be in [0, 1)")
         self.predictor = build_predictor(o.predictor, vocab_size, embed_dim=o.embed_dim, hidden_dim=o.hidden_dim,
                                          num_layers=o.num_layers, context_size=o.context_size,
                                          conv=o.stateless_conv, dropout=o.dropout, start_id=BLANK_ID)

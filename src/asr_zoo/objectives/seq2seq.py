@@ -21,9 +21,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ..config import bounded, choice
 from ..data.tokenizer import BLANK_ID, SOS_EOS_ID
 from ..decoding.seq2seq import beam_search, greedy_search
-from ..nn.decoder import TransformerDecoder
+from ..nn.decoder import CAUSAL_DECODER_ATTENTION, TransformerDecoder
 from .base import ASRModule, ObjectiveConfig
 from .ctc import ctc_length_filter, ctc_nll
 from .registry import OBJECTIVES
@@ -34,22 +35,22 @@ __all__ = ["Seq2SeqConfig", "Seq2SeqModule", "label_smoothed_cross_entropy", "te
 @dataclass
 class Seq2SeqConfig(ObjectiveConfig):
     name: str = "seq2seq"
-    decoder_layers: int = 2  # Transformer decoder layers (d_model = encoder.d_model)
+    decoder_layers: int = bounded(2, 1)  # Transformer decoder layers (d_model = encoder.d_model)
     decoder_heads: int = 4
     decoder_ffn_dim: int = 576
     decoder_dropout: float = 0.1
-    decoder_attention: str = "softmax"  # causal self-attention type: softmax | linear
+    decoder_attention: str = choice(*CAUSAL_DECODER_ATTENTION)  # causal self-attention type
     tie_embedding: bool = True  # share the token embedding with the output layer
-    label_smoothing: float = 0.1  # ε: target = (1 - ε) one-hot + ε uniform over all V classes
-    loss_norm: str = "utterance"  # divide summed losses by: utterance (batch size) | token (target tokens)
-    ctc_weight: float = 0.3  # weight of the auxiliary CTC loss on the encoder in [0, 1); 0 = no CTC head
-    scheduled_sampling: float = 0.0  # probability of feeding the model's own greedy prediction per position
-    decoder: str = "beam"  # greedy | beam
-    beam_size: int = 4
+    label_smoothing: float = bounded(0.1, 0.0, 1.0, high_open=True)  # ε: target = (1 - ε) one-hot + ε uniform over all V classes
+    loss_norm: str = choice("utterance", "token")  # divide summed losses by: batch size | target tokens
+    ctc_weight: float = bounded(0.3, 0.0, 1.0, high_open=True)  # auxiliary CTC loss on the encoder; 0 = no CTC head
+    scheduled_sampling: float = bounded(0.0, 0.0, 1.0, high_open=True)  # probability of feeding the model's own greedy prediction per position
+    decoder: str = choice("beam", "greedy")
+    beam_size: int = bounded(4, 1)
     length_penalty: float = 1.0  # alpha: hypotheses ranked by score / length ** alpha
     max_len_ratio: float = 1.0  # at most ceil(ratio x encoder frames) tokens per utterance
-    ctc_decode_weight: float = 0.3  # CTC prefix-score weight in beam search (needs ctc_weight > 0)
-    ctc_candidates: int = 8  # top attention candidates per hypothesis scored by CTC
+    ctc_decode_weight: float = bounded(0.3, 0.0, 1.0, high_open=True)  # CTC prefix-score weight in beam search (needs ctc_weight > 0)
+    ctc_candidates: int = bounded(8, 1)  # top attention candidates per hypothesis scored by CTC
 
 
 def teacher_forcing_io(tokens: Tensor, token_lens: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -99,15 +100,6 @@ class Seq2SeqModule(ASRModule):
     def __init__(self, config: dict, vocab_size: int, feature_dim: int):
         super().__init__(config, vocab_size, feature_dim)
         o = self.cfg.objective
-        for key, valid in (("decoder", ("greedy", "beam")), ("loss_norm", ("utterance", "token"))):
-            if o[key] not in valid:
-                raise ValueError(f"objective.{key}={o[key]!r}; valid choices: {', '.join(valid)}")
-        for key in ("ctc_weight", "ctc_decode_weight", "scheduled_sampling", "label_smoothing"):
-            if not 0.0 <= o[key] < 1.0:
-                raise ValueError(f"objective.{key}={o[key]} must be in [0, 1)")
-        for key in ("beam_size", "ctc_candidates", "decoder_layers"):
-            if o[key] < 1:
-                raise ValueError(f"objective.{key}={o[key]} must be >= 1")
         D = self.cfg.encoder.d_model
         self.decoder = TransformerDecoder(vocab_size, D, o.decoder_layers, o.decoder_heads, o.decoder_ffn_dim,
                                           o.decoder_dropout, o.decoder_attention, o.tie_embedding)

@@ -24,13 +24,13 @@ i-clustered). The whole kernel runs in float32 (float64 for float64 inputs), als
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ...hardware import cpu_fast_int8_mm, cpu_int8_mm_runs
 from .base import AttentionConfig, SelfAttention
 from .registry import ATTENTION
 from .softmax import softmax_attention
@@ -172,16 +172,6 @@ def _lloyd(codes: Tensor, bits: int, valid: Tensor, lengths: Tensor, C: int, ite
     return assign
 
 
-@functools.cache
-def _int_mm_on_cpu() -> bool:
-    """Whether this torch has a CPU ``torch._int_mm`` (int8 x int8 -> int32) that computes."""
-    try:
-        a = torch.ones(2, 8, dtype=torch.int8)
-        return bool((torch._int_mm(a, a.T) == 8).all())
-    except (AttributeError, RuntimeError, NotImplementedError):
-        return False
-
-
 def _tie_columns(clusters: int) -> int:
     """T, the code columns that hold the key tie-break C-1-c in pieces of at most 127."""
     return max(1, -(-(clusters - 1) // 127))
@@ -197,8 +187,9 @@ class _NearestCentroid:
     keys of unequal dot products differ by at least 2h > C-1: the largest key is the most similar
     centroid, the lowest index among equals. Two exact backends give the same keys:
 
-    - ``integer`` (default on CPU when C <= 254): int8 operands, ``torch._int_mm`` with int32 out
-      (VNNI on x86), one call per group; from the second call on, a group in which fewer than
+    - ``integer`` (default on CPU when C <= 254 and int8 matmuls are faster than float32 there,
+      see :func:`asr_zoo.hardware.cpu_fast_int8_mm`: VNNI, not AVX2's emulation): int8 operands,
+      ``torch._int_mm`` with int32 out, one call per group; from the second call on, a group in which fewer than
       half of the centroids changed recomputes only their rows.
     - otherwise one float32 ``bmm`` (exact: integers below 2^24 from operands below 2^11, so also
       under TF32).
@@ -213,8 +204,8 @@ class _NearestCentroid:
         if W < bits + T:
             raise ValueError(f"codes need {bits} bit columns and {T} tie-break columns, got {W}")
         self.C, self.bits, self.h = C, bits, -(-C // 2)
-        can = self.h <= 127 and _int_mm_on_cpu()
-        self.integer = (dev.type == "cpu" and can) if integer is None else integer
+        can = self.h <= 127 and cpu_int8_mm_runs()
+        self.integer = (dev.type == "cpu" and can and cpu_fast_int8_mm()) if integer is None else integer
         if self.integer and not can:
             raise ValueError(f"int8 keys need clusters <= 254 and torch._int_mm on CPU, got {C} clusters")
         dtype = torch.int8 if self.integer else torch.float32
