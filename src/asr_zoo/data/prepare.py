@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import logging
 import os
+from itertools import islice
 from pathlib import Path
 
 import torch
 from lhotse import CutSet, Fbank, FbankConfig, LilcomChunkyWriter
 
-from ..utils import atomic_replace, atomic_write_json
-from .corpora import read_librispeech_split, read_manifest
+from ..utils import atomic_replace, atomic_write_json, read_json
+from .corpora import SAMPLING_RATE, BadUtterance, CorpusReport, check_audio, read_librispeech_split, read_manifest
 from .tokenizer import Tokenizer, train_tokenizer
 
 __all__ = ["PreparedData"]
@@ -34,6 +35,15 @@ def _save_cuts(cuts: CutSet, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     cuts.to_file(tmp)
     os.replace(tmp, path)
+
+
+def _audio_problem(cut) -> str | None:
+    """Why the audio of ``cut`` fails :func:`check_audio` now, or None."""
+    try:
+        check_audio(cut.recording.sources[0].source)
+    except ValueError as e:
+        return str(e)
+    return None
 
 
 class PreparedData:
@@ -52,18 +62,36 @@ class PreparedData:
     def manifest_path(self, split: str) -> Path:
         return self.root / "manifests" / f"{split}_cuts.jsonl.gz"
 
-    def manifest(self, split: str) -> CutSet:
+    def report_path(self, split: str) -> Path:
+        return self.root / "manifests" / f"{split}_report.json"
+
+    def report(self, split: str) -> CorpusReport:
+        """What the manifest stage (and feature extraction) kept and dropped of ``split``."""
+        cuts = self.manifest(split)
+        path = self.report_path(split)
+        if path.exists():
+            return CorpusReport.from_dict(read_json(path))
+        return CorpusReport(split, kept=len(cuts), hours=sum(c.duration for c in cuts) / 3600)  # report lost
+
+    def manifest(self, split: str, num_jobs: int | None = None) -> CutSet:
+        """Checked cuts of ``split`` (built on first use; bad utterances dropped and reported in
+        ``<split>_report.json`` or raising ``BadUtterance``, per ``on_bad_utterance``)."""
         path = self.manifest_path(split)
         if not path.exists():
             if self.cfg.format == "librispeech":
-                cuts, report = read_librispeech_split(self.root / "LibriSpeech", split, self.cfg.on_bad_utterance)
+                cuts, report = read_librispeech_split(self.root / "LibriSpeech", split, self.cfg.on_bad_utterance,
+                                                      num_jobs)
             else:
-                cuts, report = read_manifest(self.root / f"{split}.jsonl", split, self.cfg.on_bad_utterance)
-            log.info(report.summary())
-            print(report.summary(), flush=True)
-            atomic_write_json(path.with_name(f"{split}_report.json"), report.to_dict())
+                cuts, report = read_manifest(self.root / f"{split}.jsonl", split, self.cfg.on_bad_utterance, num_jobs)
+            self.save_report(report)
             _save_cuts(cuts, path)
         return CutSet.from_file(path)
+
+    def save_report(self, report: CorpusReport) -> None:
+        """Print the report's summary and write it to ``manifests/<split>_report.json``."""
+        log.info(report.summary())
+        print(report.summary(), flush=True)
+        atomic_write_json(self.report_path(report.split), report.to_dict())
 
     # -- stage 2: features --------------------------------------------------------------------
     def features(self, split: str, num_jobs: int = 2) -> CutSet:
@@ -73,15 +101,47 @@ class PreparedData:
     def _ensure_features(self, split: str, num_jobs: int) -> Path:
         path = self.feat_dir / f"{split}_cuts.jsonl.gz"
         if not path.exists():
-            cuts = self.manifest(split)
+            cuts = self.manifest(split, num_jobs)
             self.feat_dir.mkdir(parents=True, exist_ok=True)
-            extractor = Fbank(FbankConfig(num_mel_bins=self.cfg.features.num_mel_bins))
-            with_feats = cuts.compute_and_store_features(
-                extractor, storage_path=self.feat_dir / f"{split}_feats", num_jobs=num_jobs,
-                storage_type=LilcomChunkyWriter, progress_bar=True,
-            )
+            extractor = Fbank(FbankConfig(num_mel_bins=self.cfg.features.num_mel_bins, sampling_rate=SAMPLING_RATE))
+            try:
+                with_feats = cuts.compute_and_store_features(
+                    extractor, storage_path=self.feat_dir / f"{split}_feats", num_jobs=num_jobs,
+                    storage_type=LilcomChunkyWriter, progress_bar=True,
+                )
+            except Exception as e:
+                raise BadUtterance(self._extraction_failure(split, cuts, e)) from e
+            with_feats = self._account_for_lost(split, cuts, with_feats)
             _save_cuts(with_feats, path)
         return path
+
+    def _account_for_lost(self, split: str, cuts: CutSet, with_feats: CutSet) -> CutSet:
+        """Report cuts that feature extraction skipped: lhotse only warns when a file fails to
+        load (e.g. audio changed after the manifest was checked). Dropped (and added to the
+        split's report) or ``BadUtterance``, per ``on_bad_utterance``."""
+        done = {c.id for c in with_feats}
+        lost = [c for c in cuts if c.id not in done]
+        if not lost:
+            return with_feats
+        report = self.report(split)
+        for cut in lost:
+            problem = _audio_problem(cut) or "lhotse could not load it"
+            report.drop(cut.id, cut.recording.sources[0].source, f"unreadable audio at feature extraction: {problem} "
+                        "(the file changed after the manifest was checked)", self.cfg.on_bad_utterance)
+            report.kept -= 1
+            report.hours -= cut.duration / 3600
+        self.save_report(report)
+        if not report.kept:
+            raise BadUtterance(f"{split}: no usable utterances left after feature extraction")
+        return with_feats
+
+    def _extraction_failure(self, split: str, cuts: CutSet, error: Exception) -> str:
+        """Error text for a failed feature extraction, naming the utterances whose audio fails
+        the manifest checks now (the cached manifest predates them, or the files changed)."""
+        bad = islice(((c.id, problem) for c in cuts if (problem := _audio_problem(c))), 5)
+        culprits = "; ".join(f"{i}: {p}" for i, p in bad) or "no utterance fails the audio checks"
+        return (f"{split}: feature extraction failed ({type(error).__name__}: {error}); {culprits}. "
+                f"Delete {self.manifest_path(split)} to re-check the split.")
 
     def _cmvn_path(self) -> Path:
         return self.feat_dir / f"cmvn_{'+'.join(self.cfg.train_splits)}.pt"
