@@ -12,7 +12,6 @@ Batches are dicts::
 
 from __future__ import annotations
 
-import logging
 from typing import Callable, Optional
 
 import lightning as L
@@ -21,13 +20,12 @@ from lhotse import CutSet
 from lhotse.dataset import DynamicBucketingSampler, DynamicCutSampler, SpecAugment
 from torch.utils.data import DataLoader, Dataset
 
+from .corpora import BadUtterance
 from .features import add_deltas, pad_features
 from .prepare import PreparedData
 from .tokenizer import Tokenizer
 
 __all__ = ["ASRDataset", "ASRDataModule"]
-
-log = logging.getLogger(__name__)
 
 
 class ASRDataset(Dataset):
@@ -119,35 +117,41 @@ class ASRDataModule(L.LightningDataModule):
                 self.dev_cuts = self.dev_cuts.subset(first=self.val_max_utts)
 
     def _filtered_train_cuts(self) -> CutSet:
-        cfg = self.cfg
-        cuts = CutSet.from_cuts(c for split in cfg.train_splits for c in self.data.features(split))
-        kept, dropped = [], []
-        for cut in cuts:
-            reason = None
-            if not cfg.min_utt_duration <= cut.duration <= cfg.max_utt_duration:
-                reason = f"duration {cut.duration:.2f}s outside [{cfg.min_utt_duration}, {cfg.max_utt_duration}]"
-            else:
-                ids = self.tokenizer.encode(cut.supervisions[0].text)
-                if not ids:
-                    reason = "transcript tokenizes to nothing"
-                elif self.tokenizer.unk_fraction(ids) > 0.5:
-                    reason = "transcript is mostly <unk> under the tokenizer"
-                elif self.utterance_filter is not None:
-                    reason = self.utterance_filter(cut.num_frames, ids)
-            if reason is None:
-                kept.append(cut)
-            elif cfg.on_bad_utterance == "fail":
-                raise ValueError(f"training utterance {cut.id}: {reason}")
-            else:
-                dropped.append((cut.id, reason))
-        if dropped:
-            examples = ", ".join(f"{i} ({r})" for i, r in dropped[:3])
-            msg = f"dropped {len(dropped)} of {len(cuts)} training utterances, e.g. {examples}"
-            log.warning(msg)
-            print(f"warning: {msg}", flush=True)
+        """The training splits' cuts fit for training. The others are recorded under
+        ``excluded_from_training`` in their split's report (printed, and written to
+        ``manifests/<split>_report.json``), or raise ``BadUtterance`` when ``on_bad_utterance=fail``."""
+        kept = []
+        for split in self.cfg.train_splits:
+            report = self.data.report(split)
+            report.excluded_from_training = []
+            for cut in self.data.features(split):
+                reason = self._training_problem(cut)
+                if reason is None:
+                    kept.append(cut)
+                else:
+                    report.exclude_from_training(cut.id, cut.recording.sources[0].source, reason,
+                                                 self.cfg.on_bad_utterance)
+            self.data.save_report(report)
         if not kept:
-            raise ValueError("no training utterances left after filtering")
+            raise BadUtterance(f"no training utterances left after filtering {', '.join(self.cfg.train_splits)} "
+                               "(see manifests/<split>_report.json)")
         return CutSet.from_cuts(kept)
+
+    def _training_problem(self, cut) -> Optional[str]:
+        """Why ``cut`` cannot be trained on (duration limits, tokenizer, objective), or None."""
+        cfg = self.cfg
+        if cut.duration > cfg.max_utt_duration:
+            return f"too long for training: {cut.duration:.2f} s > data.max_utt_duration={cfg.max_utt_duration}"
+        if cut.duration < cfg.min_utt_duration:
+            return f"too short for training: {cut.duration:.2f} s < data.min_utt_duration={cfg.min_utt_duration}"
+        ids = self.tokenizer.encode(cut.supervisions[0].text)
+        if not ids:
+            return "transcript tokenizes to nothing"
+        if self.tokenizer.unk_fraction(ids) > 0.5:
+            return "transcript is mostly <unk> under the tokenizer"
+        if self.utterance_filter is not None:
+            return self.utterance_filter(cut.num_frames, ids)
+        return None
 
     def _loader(self, cuts: CutSet, dataset: ASRDataset, shuffle: bool) -> DataLoader:
         if shuffle:  # training: duration buckets keep padding low
