@@ -30,14 +30,32 @@ class Tokenizer:
     """
 
     def __init__(self, model_proto: bytes):
-        self.model_proto = model_proto
-        self.sp = spm.SentencePieceProcessor(model_proto=model_proto)
-        if self.sp.id_to_piece(BLANK_ID) != "<blk>" or self.sp.id_to_piece(SOS_EOS_ID) != "<sos/eos>":
-            raise ValueError("tokenizer model does not follow the <blk>=0, <sos/eos>=1 convention")
+        """Raises ``ValueError`` when ``model_proto`` is not a sentencepiece model following the
+        id convention (garbage bytes, an empty or truncated file, another project's model)."""
+        if not isinstance(model_proto, (bytes, bytearray)) or not model_proto:
+            raise ValueError("not a sentencepiece model: empty")
+        self.model_proto = bytes(model_proto)
+        self.sp = spm.SentencePieceProcessor()
+        try:
+            self.sp.load_from_serialized_proto(self.model_proto)
+        except RuntimeError as e:  # protobuf parse failure, reported by the C++ side
+            detail = str(e).strip().removeprefix("INTERNAL: ")
+            detail = "no serialized ModelProto" if "ParseFromArray" in detail else detail
+            raise ValueError(f"not a sentencepiece model: {len(model_proto)} bytes that do not parse ({detail})") from None
+        if self.sp.get_piece_size() <= UNK_ID:
+            raise ValueError(f"not a usable sentencepiece model: {self.sp.get_piece_size()} pieces")
+        specials = [self.sp.id_to_piece(i) for i in (BLANK_ID, SOS_EOS_ID, UNK_ID)]
+        if specials != ["<blk>", "<sos/eos>", "<unk>"]:
+            raise ValueError(f"tokenizer model does not follow the <blk>=0, <sos/eos>=1, <unk>=2 convention "
+                             f"(its first pieces are {specials})")
 
     @classmethod
     def load(cls, path: Path) -> "Tokenizer":
-        return cls(Path(path).read_bytes())
+        """Read a ``.model`` file; a ``ValueError`` naming it when it is not a usable model."""
+        try:
+            return cls(Path(path).read_bytes())
+        except ValueError as e:
+            raise ValueError(f"tokenizer {path}: {e}") from None
 
     @property
     def vocab_size(self) -> int:
