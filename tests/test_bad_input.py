@@ -90,6 +90,13 @@ def test_zero_length_audio_is_dropped(tmp_path):
     assert dropped["1-2-0003"].startswith("audio too short: 80 samples")
 
 
+def test_stereo_audio_is_dropped(tmp_path):
+    write_librispeech_split(tmp_path, "train", [("1-2-0000", "GOOD", _noise(0.5)), ("1-2-0001", "STEREO", None)])
+    sf.write(tmp_path / "LibriSpeech/train/1/2/1-2-0001.flac", np.stack([_noise(0.5), _noise(0.5)], 1), 16000)
+    assert len(_data(tmp_path).manifest("train")) == 1
+    assert _dropped(tmp_path) == {"1-2-0001": "not mono: 2 channels"}
+
+
 # 3. NaN / Inf samples ------------------------------------------------------------------------------
 def test_nan_and_inf_samples_are_dropped(tmp_path):
     good, nan, inf = _noise(1.0), _noise(1.0), _noise(1.0)
