@@ -98,7 +98,7 @@ def _by_reason(entries: list[dict]) -> str:
 
 # -- transcripts ---------------------------------------------------------------------------------
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "`": "'"})
-_SPOKEN_SYMBOLS = set("#%&@§°")  # Unicode punctuation (or Latin-1 extras) that would be read out
+_SPOKEN_SYMBOLS = set("#%&@§")  # punctuation (Unicode category P) that is read out, not skipped
 
 
 def normalize_text(text: str) -> str:
@@ -110,7 +110,7 @@ def normalize_text(text: str) -> str:
       separate words (``well-known,`` -> ``WELL KNOWN``); tokens made only of apostrophes go;
     * anything that would be spoken but has no letters here is refused with ``ValueError`` (the
       caller drops the utterance with that reason): digits (``1984`` is a year or a number: we do
-      not guess), symbols (category S: ``$ + = ~``..., and the spoken punctuation ``# % & @ § °``)
+      not guess), symbols (category S: ``$ + = ~ °``..., and the spoken punctuation ``# % & @ §``)
       and letters with no ASCII folding (``Ø``, ``Ж``).
 
     Idempotent, and the identity on LibriSpeech transcripts.
@@ -136,6 +136,8 @@ def normalize_text(text: str) -> str:
 
 # -- audio ---------------------------------------------------------------------------------------
 class AudioInfo(NamedTuple):
+    """What :func:`check_audio` found in a usable file."""
+
     sampling_rate: int
     num_samples: int
 
