@@ -11,24 +11,28 @@ Typical use (see ``tests/test_kill9.py``)::
 
     cmd = cli_cmd("eval", "run", "--device", "cpu")
     full = timed_run(cmd, cwd=work_a, watch=work_a)        # uninterrupted reference run
-    delays = kill_points(seed, full.window(), n=1)         # seconds after start, from random.Random(seed)
-    report = kill_and_rerun(cmd, delays, cwd=work_b,
+    delays = kill_points(seed, full.work_window(), n=1)    # seconds after the first write, random.Random(seed)
+    report = kill_and_rerun(cmd, delays, cwd=work_b, watch=work_b,
                             after_kill=lambda k: assert_nothing_torn(work_b))
     assert report.rerun.rc == 0
     assert_nothing_torn(work_b); assert_no_duplicates(work_b)
 
 * :func:`cli_cmd` -- the argv of an ``asr-zoo`` command run by this interpreter.
-* :func:`timed_run` -- run to completion, timing it and (with ``watch``) noting when the first
-  file under ``watch`` appeared or changed; :meth:`Timed.window` is then "from the first
-  write to the end", the part of the run worth killing (before it, only imports happen).
+* :func:`timed_run` -- run to completion, timing it and (with ``watch``) noting when files
+  under ``watch`` first and last appeared or changed; :meth:`Timed.work_window` is the span
+  from the first to the last write, counted from the first: the part of the run worth
+  killing (before it only imports happen, after it only the interpreter's shutdown).
+  :meth:`Timed.window` is "first write to the end" counted from the start.
 * :func:`kill_points` -- ``n`` delays drawn uniformly from a window by ``random.Random(seed)``.
-* :func:`kill_and_rerun(cmd, delays, env=None, cwd=None, after_kill=None)
+* :func:`kill_and_rerun(cmd, delays, env=None, cwd=None, after_kill=None, watch=None)
   <kill_and_rerun>` -- for each delay in turn: start ``cmd``, SIGKILL its process group
-  after the delay (if it is still running), wait until no process of the group is left and
+  after the delay (counted from the first write under ``watch`` when given; if the command
+  is still running), wait until no process of the group is left and
   call ``after_kill(kill)``; then run ``cmd`` once more to completion. Returns a
   :class:`KillReport` (each kill: delay, whether it landed or the command had already
   finished, its exit status; the rerun's status, time and output). Several delays means
-  several kills in a row before the rerun. Generic: a ``train`` case is
+  several kills in a row before the rerun. With ``reset`` (restore the starting state), a
+  kill that came after the command had finished is retried at half the delay. Generic: a ``train`` case is
   ``kill_and_rerun(cli_cmd("train", *overrides), delays, cwd=...)``.
 * :func:`assert_nothing_torn(root, cwd=None) <assert_nothing_torn>` -- load every artefact
   under ``root`` (JSON, JSONL, lhotse cut sets and every feature matrix they reference, FLAC,
@@ -134,21 +138,33 @@ class Timed:
 
     rc: int
     seconds: float
-    first_write_s: Optional[float]
+    first_write_s: Optional[float]  # when a file under ``watch`` first appeared or changed
     output: str
+    last_write_s: Optional[float] = None  # ... and when for the last time (before exiting)
 
     def window(self, hi: float = 0.95) -> tuple[float, float]:
-        """(first write, ``hi`` x duration): kills drawn here land while the command works."""
+        """(first write, ``hi`` x duration), in seconds after start: kills drawn here land while
+        the command works (before the first write it only imports)."""
         lo = self.first_write_s if self.first_write_s is not None else 0.0
         return (min(lo, hi * self.seconds), hi * self.seconds)
+
+    def work_window(self) -> tuple[float, float]:
+        """(0, time from the first to the last write): delays counted from the first write, for
+        ``kill_and_rerun(..., watch=...)``. Start-up (imports) and shutdown (a second or more
+        for a process holding torch and lightning) vary with the machine's load far more than
+        the work does, and nothing is written during either: counting from the first write and
+        stopping at the last keeps kills among the writes."""
+        first = self.first_write_s or 0.0
+        last = self.last_write_s if self.last_write_s is not None else self.seconds
+        return (0.0, max(last - first, 0.0))
 
 
 def timed_run(cmd: Sequence[str], env: Optional[dict] = None, cwd=None, watch=None, timeout: float = 300.0,
               poll_s: float = 0.01) -> Timed:
     """Run ``cmd`` to completion; with ``watch`` (a directory), note the first moment a file under
     it appeared or changed (polled every ``poll_s``)."""
-    before = _snapshot(Path(watch)) if watch is not None else None
-    first = None
+    seen = _snapshot(Path(watch)) if watch is not None else None
+    first = last = None
     with tempfile.TemporaryFile() as log:
         t0 = time.monotonic()
         proc = _start(cmd, env, cwd, log)
@@ -156,13 +172,17 @@ def timed_run(cmd: Sequence[str], env: Optional[dict] = None, cwd=None, watch=No
             while proc.poll() is None:
                 if time.monotonic() - t0 > timeout:
                     raise TimeoutError(f"{cmd} ran past {timeout} s:\n{_read_log(log)[-3000:]}")
-                if watch is not None and first is None and _snapshot(Path(watch)) != before:
-                    first = time.monotonic() - t0
+                if watch is not None and (now := _snapshot(Path(watch))) != seen:
+                    seen, last = now, time.monotonic() - t0
+                    first = last if first is None else first
                 time.sleep(poll_s)
             seconds = time.monotonic() - t0
         finally:
             _reap_group(proc)
-        return Timed(proc.returncode, seconds, first, _read_log(log))
+        if watch is not None and _snapshot(Path(watch)) != seen:  # written just before exiting
+            last = seconds
+            first = last if first is None else first
+        return Timed(proc.returncode, seconds, first, _read_log(log), last)
 
 
 def kill_points(seed: int, window: tuple[float, float], n: int = 1) -> list[float]:
@@ -173,9 +193,10 @@ def kill_points(seed: int, window: tuple[float, float], n: int = 1) -> list[floa
 
 @dataclass
 class Kill:
-    delay: float  # seconds after start
+    delay: float  # seconds after start, or after the first write (``watch``)
     landed: bool  # False: the command had exited before the delay was up
     rc: Optional[int]  # the command's exit status (-9 when killed)
+    at_s: float = 0.0  # seconds after start when the kill was sent (or the command ended)
     output: str = ""
 
 
@@ -190,25 +211,47 @@ class KillReport:
 
 
 def kill_and_rerun(cmd: Sequence[str], delays: Sequence[float], env: Optional[dict] = None, cwd=None,
-                   after_kill: Optional[Callable[[Kill], None]] = None, timeout: float = 300.0) -> KillReport:
+                   after_kill: Optional[Callable[[Kill], None]] = None, timeout: float = 300.0,
+                   watch=None, poll_s: float = 0.01, reset: Optional[Callable[[], None]] = None,
+                   retries: int = 2) -> KillReport:
     """Start ``cmd`` and SIGKILL its process group after ``delays[0]`` s, again for every further
-    delay, then run it to completion once more. ``after_kill(kill)`` runs after each kill, once
-    the group is gone (e.g. ``assert_nothing_torn``). The rerun's ``rc`` is not checked here."""
+    delay, then run it to completion once more. With ``watch`` (a directory) a delay counts from
+    the first moment a file under it appears or changes (see :meth:`Timed.work_window`).
+    ``after_kill(kill)`` runs after each kill, once the group is gone (e.g.
+    ``assert_nothing_torn``). The rerun's ``rc`` is not checked here.
+
+    A command that ends before its kill (a loaded machine runs at another pace than the
+    reference run) is recorded with ``landed=False``; given ``reset`` (which restores the
+    starting state), it is then tried again up to ``retries`` times with half the delay."""
     kills = []
-    for delay in delays:
+    pending = list(delays)
+    tries = 0
+    while pending:
+        delay = pending.pop(0)
+        before = _snapshot(Path(watch)) if watch is not None else None
         with tempfile.TemporaryFile() as log:
+            t0 = time.monotonic()
             proc = _start(cmd, env, cwd, log)
             try:
+                while watch is not None and proc.poll() is None and _snapshot(Path(watch)) == before:
+                    if time.monotonic() - t0 > timeout:
+                        raise TimeoutError(f"{cmd} wrote nothing under {watch} in {timeout} s")
+                    time.sleep(poll_s)
                 proc.wait(timeout=delay)
                 landed = False
             except subprocess.TimeoutExpired:
                 landed = True
             finally:
+                at = time.monotonic() - t0
                 _reap_group(proc)
-            kill = Kill(delay, landed, proc.returncode, _read_log(log))
+            kill = Kill(delay, landed, proc.returncode, round(at, 3), _read_log(log))
         kills.append(kill)
         if after_kill is not None:
             after_kill(kill)
+        if not landed and reset is not None and tries < retries:
+            tries += 1
+            reset()
+            pending.insert(0, round(delay / 2, 3))
     return KillReport(kills, timed_run(cmd, env, cwd, timeout=timeout))
 
 
