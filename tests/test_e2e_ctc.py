@@ -41,7 +41,8 @@ def test_resume_from_last_checkpoint(tiny_corpus, tmp_path):
     assert main(tiny_train_args(tiny_corpus, run)) == 0
     (run / "train_summary.json").unlink()  # as if it had crashed after the last checkpoint
     assert main(tiny_train_args(tiny_corpus, run, "trainer.max_steps=6")) == 0
-    assert json.loads((run / "train_summary.json").read_text())["steps"] == 6
+    summary = json.loads((run / "train_summary.json").read_text())
+    assert (summary["steps"], summary["resumed_at_step"], summary["steps_this_invocation"]) == (6, 4, 2)
 
 
 def test_changed_config_in_existing_run_dir_is_refused(tiny_corpus, tmp_path, capsys):

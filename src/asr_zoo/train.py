@@ -94,7 +94,15 @@ class EpochTimer(Callback):
 class RNGState(Callback):
     """Saves the torch, numpy and Python RNG states in every checkpoint and restores them on
     resume, so dropout, SpecAugment and the loader's worker seeds continue as if never stopped.
-    Stored as tensors and plain types (loadable with ``weights_only=True``)."""
+
+    The states are applied at the start of the first epoch after the restore, not when the
+    checkpoint is read: Lightning finishes the restored epoch and builds data iterators in
+    between (each draws a seed), which an uninterrupted run never does. Stored as tensors and
+    plain types (loadable with ``weights_only=True``).
+    """
+
+    def __init__(self):
+        self._pending: dict | None = None
 
     def state_dict(self) -> dict:
         kind, keys, pos, has_gauss, gauss = np.random.get_state()
@@ -102,6 +110,12 @@ class RNGState(Callback):
                                                            has_gauss, gauss], "python": random.getstate()}
 
     def load_state_dict(self, state: dict) -> None:
+        self._pending = state
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if self._pending is None:
+            return
+        state, self._pending = self._pending, None
         torch.set_rng_state(state["torch"])
         kind, keys, pos, has_gauss, gauss = state["numpy"]
         np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
@@ -110,12 +124,14 @@ class RNGState(Callback):
 
 
 class ResumableCSVLogger(CSVLogger):
-    """Lightning's CSV logger deletes ``metrics.csv`` when it starts; on resume this one keeps the
-    rows up to the checkpoint's step (those after it belong to the redone, killed epoch)."""
+    """Lightning's CSV logger deletes ``metrics.csv`` when it starts and buffers rows for 100
+    steps; this one writes its rows whenever a checkpoint is written, and on resume keeps the
+    rows logged before the checkpoint's step (Lightning logs step k's rows at k - 1; rows from k
+    on belong to the redone, killed epoch)."""
 
-    def __init__(self, save_dir: Path, keep_until_step: int | None):
+    def __init__(self, save_dir: Path, resume_step: int | None):
         super().__init__(save_dir, name="logs", version="")
-        self._keep_until = keep_until_step
+        self._resume_step = resume_step
 
     @property
     def experiment(self):
@@ -123,12 +139,15 @@ class ResumableCSVLogger(CSVLogger):
             return super().experiment
         path = Path(self.log_dir) / "metrics.csv"
         kept = []
-        if self._keep_until is not None and path.exists():
+        if self._resume_step is not None and path.exists():
             with open(path, newline="") as f:
-                kept = [r for r in csv.DictReader(f) if r.get("step", "").isdigit() and int(r["step"]) <= self._keep_until]
+                kept = [r for r in csv.DictReader(f) if r.get("step", "").isdigit() and int(r["step"]) < self._resume_step]
         writer = super().experiment  # removes the old file
         writer.metrics = kept + writer.metrics
         return writer
+
+    def after_save_checkpoint(self, checkpoint_callback) -> None:
+        self.save()
 
 
 def build_module(cfg: DictConfig, vocab_size: int, feature_dim: int, tokenizer=None, cmvn=None):
@@ -204,7 +223,7 @@ def _precision(t: DictConfig) -> str:
 
 
 def _loggers(cfg: DictConfig, run_dir: Path, resume_step: int | None) -> list:
-    loggers = [ResumableCSVLogger(run_dir, keep_until_step=resume_step)]
+    loggers = [ResumableCSVLogger(run_dir, resume_step=resume_step)]
     t = cfg.trainer
     if t.wandb != "disabled":
         from lightning.pytorch.loggers import WandbLogger
@@ -224,7 +243,7 @@ def _trainer(cfg: DictConfig, run_dir: Path, resume_step: int | None) -> tuple[L
     t = cfg.trainer
     ckpt_dir = run_dir / "checkpoints"
     best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/wer", mode="min",
-                           save_top_k=1, enable_version_counter=False)
+                           save_top_k=1, save_on_train_epoch_end=False, enable_version_counter=False)
     last = ModelCheckpoint(dirpath=ckpt_dir, filename="last", save_top_k=1, every_n_epochs=1,
                            save_on_train_epoch_end=True, enable_version_counter=False)
     timer = EpochTimer()
@@ -280,7 +299,7 @@ def train(cfg: DictConfig) -> Path:
     # 5. make sure the final weights were validated, then summarise
     best_wer = _validate_final_weights(trainer, checkpoint, timer, model, dm, run_dir / "checkpoints" / "best.ckpt")
     if trainer.global_rank == 0:
-        _write_summary(cfg, run_dir, model, trainer, timer, best_wer, time.perf_counter() - t0)
+        _write_summary(cfg, run_dir, model, trainer, timer, best_wer, time.perf_counter() - t0, resume_step or 0)
     return run_dir
 
 
@@ -295,7 +314,8 @@ def _validate_final_weights(trainer, checkpoint, timer, model, dm, best: Path) -
     return best_wer
 
 
-def _write_summary(cfg, run_dir: Path, model, trainer, timer: EpochTimer, best_wer, seconds: float) -> None:
+def _write_summary(cfg, run_dir: Path, model, trainer, timer: EpochTimer, best_wer, seconds: float,
+                   resumed_at: int) -> None:
     ckpt_dir = run_dir / "checkpoints"
     validated = (ckpt_dir / "best.ckpt").exists()
     if not validated:  # no validation ran at all: the last weights are the best we know
@@ -304,6 +324,7 @@ def _write_summary(cfg, run_dir: Path, model, trainer, timer: EpochTimer, best_w
         "objective": cfg.objective.name, "attention": cfg.attention.name,
         "params": sum(p.numel() for p in model.parameters()),
         "steps": trainer.global_step, "epochs": trainer.current_epoch,
+        "resumed_at_step": resumed_at, "steps_this_invocation": trainer.global_step - resumed_at,
         "train_time_s": round(seconds, 1),
         "time_per_epoch_s": round(sum(timer.durations) / max(1, len(timer.durations)), 2),
         "skipped_steps": int(model.skipped_steps),

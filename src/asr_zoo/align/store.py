@@ -20,7 +20,7 @@ from tqdm import tqdm
 from ..data.datamodule import ASRDataset
 from ..data.prepare import PreparedData
 from ..decoding.ctc import ctc_min_frames
-from ..utils import atomic_replace, atomic_write_json, read_json
+from ..utils import atomic_replace, atomic_write_json, read_json, safe_torch_load
 from .viterbi import collapse_alignments, ctc_viterbi
 
 __all__ = ["align_run", "load_alignments", "tokenizer_sha"]
@@ -101,7 +101,7 @@ def load_alignments(expert_run: Path, split: str, model_proto: bytes, subsamplin
     if not pointer.exists() or split not in read_json(pointer)["splits"]:
         raise FileNotFoundError(f"no {split} alignments for expert {expert_run}: run "
                                 f"`asr-zoo align {expert_run} --split {split}` first")
-    payload = torch.load(Path(read_json(pointer)["dir"]) / f"{split}.pt", weights_only=False)
+    payload = safe_torch_load(Path(read_json(pointer)["dir"]) / f"{split}.pt")
     if payload["tokenizer_sha256"] != tokenizer_sha(model_proto):
         raise ValueError(f"alignments of {expert_run} were made with another tokenizer than this run's; "
                          "use the same data config (tokenizer type/size, train splits) as the expert")
