@@ -288,6 +288,9 @@ def _check_values(cfg: DictConfig) -> None:
     _check_schema(cfg, RunConfig, "")
     for group, schema_of in GROUPS.items():
         _check_schema(cfg[group], schema_of(cfg[group].name), f"{group}.")
+    e = cfg.encoder
+    if e.d_model % e.num_heads:
+        raise ConfigError(f"encoder.d_model={e.d_model} must be divisible by encoder.num_heads={e.num_heads}")
 
 
 def _check_schema(node: DictConfig, schema, prefix: str) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from lhotse import CutSet, Fbank, FbankConfig, LilcomChunkyWriter
 
-from ..utils import atomic_replace, atomic_write_json, read_json
+from ..utils import atomic_replace, atomic_write_json, read_json, safe_torch_load
 from .corpora import SAMPLING_RATE, BadUtterance, CorpusReport, check_audio, read_librispeech_split, read_manifest
 from .tokenizer import Tokenizer, train_tokenizer
 
@@ -160,7 +160,7 @@ class PreparedData:
             mean = total / n
             std = (sq / n - mean * mean).clamp_min(1e-8).sqrt()
             atomic_replace(path, lambda tmp: torch.save({"mean": mean.float(), "std": std.float()}, tmp))
-        stats = torch.load(path)
+        stats = safe_torch_load(path)
         return stats["mean"], stats["std"]
 
     # -- stage 3: tokenizer -------------------------------------------------------------------

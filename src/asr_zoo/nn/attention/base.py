@@ -14,6 +14,8 @@ from typing import ClassVar
 
 from torch import Tensor, nn
 
+from ...config import bounded
+
 __all__ = ["AttentionConfig", "SelfAttention"]
 
 
@@ -22,7 +24,7 @@ class AttentionConfig:
     """Config shared by every attention type (``conf/attention/<name>.yaml``)."""
 
     name: str = "softmax"  # registry key: softmax | linear | clustered | iclustered | pooled
-    dropout: float = 0.0  # dropout on attention weights (types that form them explicitly)
+    dropout: float = bounded(0.0, 0.0, 1.0, high_open=True)  # dropout on attention weights (types that form them explicitly)
 
 
 class SelfAttention(nn.Module):

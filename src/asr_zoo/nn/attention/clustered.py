@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ...config import bounded
 from ...hardware import cpu_fast_int8_mm, cpu_int8_mm_runs
 from .base import AttentionConfig, SelfAttention
 from .registry import ATTENTION
@@ -441,9 +442,9 @@ class ClusteredAttentionConfig(AttentionConfig):
     """``conf/attention/clustered.yaml``."""
 
     name: str = "clustered"
-    clusters: int = 100  # C: centroids per utterance and head (the thesis sweeps 100/200/300)
-    bits: int = 63  # hash bits (random hyperplanes with bias), at most 63
-    iterations: int = 10  # Lloyd assignments of the Hamming K-means
+    clusters: int = bounded(100, 1)  # C: centroids per utterance and head (the thesis sweeps 100/200/300)
+    bits: int = bounded(63, 1, 63)  # hash bits (random hyperplanes with bias), at most 63
+    iterations: int = bounded(10, 1)  # Lloyd assignments of the Hamming K-means
     seed: int = 0  # hyperplane seed in eval mode (training draws fresh hyperplanes every call)
     short_exact: bool = True  # a batch whose longest utterance has <= clusters frames takes exact
     # softmax (SDPA): what clustering gives it anyway (one cluster per frame), without the K-means

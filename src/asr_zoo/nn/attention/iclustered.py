@@ -29,6 +29,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from ...config import bounded
+
 from .clustered import (
     ClusteredAttention, ClusteredAttentionConfig, _centroid_backward, _centroid_forward,
     _softmax_backward_, broadcast_to_members, cluster_means, cluster_queries, drop_mask, gather_rows,
@@ -254,7 +256,7 @@ class ImprovedClusteredAttentionConfig(ClusteredAttentionConfig):
     """``conf/attention/iclustered.yaml``."""
 
     name: str = "iclustered"
-    topk: int = 32  # keys per cluster that get exact per-query attention
+    topk: int = bounded(32, 1)  # keys per cluster that get exact per-query attention
 
 
 @ATTENTION.register("iclustered", config=ImprovedClusteredAttentionConfig)

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ...config import bounded
+
 from .base import AttentionConfig, SelfAttention
 from .registry import ATTENTION
 
@@ -78,8 +80,8 @@ class PooledAttentionConfig(AttentionConfig):
     """``conf/attention/pooled.yaml``."""
 
     name: str = "pooled"
-    q_stride: int = 2  # query pooling window = stride S_q (1 = no pooling)
-    kv_stride: int = 2  # key/value pooling window = stride S_k (1 = no pooling)
+    q_stride: int = bounded(2, 1)  # query pooling window = stride S_q (1 = no pooling)
+    kv_stride: int = bounded(2, 1)  # key/value pooling window = stride S_k (1 = no pooling)
 
 
 @ATTENTION.register("pooled", config=PooledAttentionConfig)
