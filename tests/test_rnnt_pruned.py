@@ -159,3 +159,50 @@ def test_warm_up_schedule_is_icefalls():
 def test_prune_ranges_rejects_a_band_of_one():
     with pytest.raises(ValueError, match="s_range"):
         prune_ranges(torch.rand(1, 3, 4), torch.tensor([3]), torch.tensor([3]), 1)
+
+
+# ------------------------------------------------------------------------ objective.loss=pruned
+def _module(*overrides):
+    from omegaconf import OmegaConf
+
+    from asr_zoo.config import compose
+    from asr_zoo.objectives.rnnt import RNNTModule
+
+    torch.manual_seed(0)
+    tiny = ["encoder.d_model=32", "encoder.num_layers=1", "encoder.ffn_dim=64", "encoder.frontend_channels=8",
+            "objective.embed_dim=16", "objective.hidden_dim=24", "objective.joint_dim=32", "objective.dropout=0.0",
+            "encoder.dropout=0.0"]
+    cfg = compose(["objective=rnnt", *tiny, *overrides])
+    return RNNTModule(OmegaConf.to_container(cfg, resolve=True), 12, 20)
+
+
+def _batch():
+    g = torch.Generator().manual_seed(1)
+    return {"feats": torch.randn(3, 48, 20, generator=g), "feat_lens": torch.tensor([48, 40, 20]),
+            "tokens": torch.tensor([[3, 5, 7, 4], [9, 9, 0, 0], [6, 0, 0, 0]]), "token_lens": torch.tensor([4, 2, 1]),
+            "ids": ["a", "b", "c"], "texts": ["", "", ""]}
+
+
+def test_objective_pruned_loss_trains_and_full_range_matches_full_loss():
+    from asr_zoo.config import ConfigError
+
+    module, batch = _module("objective.loss=pruned", "objective.prune_range=3"), _batch()
+    opt = torch.optim.Adam(module.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(6):
+        loss, extra = module.compute_loss(batch)
+        assert torch.isfinite(loss) and {"simple_loss", "pruned_loss", "ctc_loss"} <= set(extra)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    assert losses[-1] < losses[0]
+    assert module.simple_am_proj.weight.grad is not None and module.joiner.out.weight.grad is not None
+    # with the band covering the lattice, the pruned term is the full loss of the same joiner
+    full, pruned = _module("objective.ctc_weight=0"), _module("objective.ctc_weight=0", "objective.loss=pruned",
+                                                              "objective.prune_range=5")
+    pruned.load_state_dict(full.state_dict(), strict=False)
+    full.eval(), pruned.eval()
+    torch.testing.assert_close(pruned.compute_loss(batch)[1]["pruned_loss"], full.compute_loss(batch)[0])
+    with pytest.raises(ConfigError, match="objective.loss"):
+        _module("objective.loss=tiny")

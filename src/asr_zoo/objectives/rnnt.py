@@ -28,6 +28,7 @@ from ..config import bounded, choice
 from ..data.tokenizer import BLANK_ID
 from ..decoding.rnnt import RNNTHypotheses, rnnt_beam_search, rnnt_greedy_decode
 from ..losses.rnnt import BACKENDS, rnnt_loss
+from ..losses.rnnt_pruned import gather_pruned, prune_ranges, pruned_loss_scales, pruned_rnnt_loss, simple_rnnt_loss
 from ..nn.transducer import Joiner, build_predictor
 from .base import ASRModule, ObjectiveConfig
 from .ctc import ctc_length_filter, ctc_nll
@@ -54,6 +55,10 @@ class RNNTConfig(ObjectiveConfig):
     clamp: float = -1.0  # clamp the loss gradient w.r.t. the logits to [-clamp, clamp]; <= 0: off
     loss_backend: str = choice(*BACKENDS)  # asr_zoo (pure PyTorch) | torchaudio (its C++/CUDA kernel, if importable)
     ctc_weight: float = bounded(0.3, 0.0, 1.0, high_open=True)  # auxiliary CTC loss on the encoder; 0 = no CTC head
+    loss: str = choice("full", "pruned")  # full: joint on (B,T,U+1,V) | pruned: simple loss + joint on (B,T,prune_range,V) (docs/rnnt_pruned.md)
+    prune_range: int = bounded(5, 2)  # pruned: label positions S kept per frame
+    simple_loss_scale: float = bounded(0.5, 0.0, 1.0)  # pruned: weight of the simple loss after warm-up (icefall)
+    prune_warm_step: int = bounded(2000, 0)  # pruned: steps of icefall's warm-up (simple 1.0 -> scale, pruned 0.1 -> 1.0)
 
 
 @OBJECTIVES.register("rnnt", config=RNNTConfig)
@@ -68,6 +73,9 @@ class RNNTModule(ASRModule):
                                          conv=o.stateless_conv, dropout=o.dropout, start_id=BLANK_ID)
         self.joiner = Joiner(self.cfg.encoder.d_model, self.predictor.output_dim, o.joint_dim, vocab_size)
         self.ctc_head = nn.Linear(self.cfg.encoder.d_model, vocab_size) if o.ctc_weight > 0 else None
+        if o.get("loss", "full") == "pruned":  # the simple (additive) joiner's projections, as icefall's
+            self.simple_am_proj = nn.Linear(self.cfg.encoder.d_model, vocab_size)
+            self.simple_lm_proj = nn.Linear(self.predictor.output_dim, vocab_size)
 
     @classmethod
     def utterance_filter(cls, cfg):
@@ -77,13 +85,32 @@ class RNNTModule(ASRModule):
         o = self.cfg.objective
         enc, lengths = self.encode(batch)  # (B, T, D), (B,)
         tokens, token_lens = batch["tokens"], batch["token_lens"]  # (B, U), (B,)
-        logits = self.joiner(enc, self.predictor(tokens))  # (B, T, U+1, V)
-        loss = rnnt_loss(logits, tokens, lengths, token_lens, blank=BLANK_ID, reduction=o.reduction,
-                         clamp=o.clamp, backend=o.loss_backend)
+        pred = self.predictor(tokens)  # (B, U+1, H)
+        extra: dict[str, Tensor] = {}
+        if o.get("loss", "full") == "pruned":
+            loss, extra = self._pruned_loss(enc, pred, lengths, tokens, token_lens)
+        else:
+            logits = self.joiner(enc, pred)  # (B, T, U+1, V)
+            loss = rnnt_loss(logits, tokens, lengths, token_lens, blank=BLANK_ID, reduction=o.reduction,
+                             clamp=o.clamp, backend=o.loss_backend)
         if self.ctc_head is None:
-            return loss, {}
+            return loss, extra
         ctc = ctc_nll(self.ctc_head(enc).log_softmax(-1), lengths, tokens, token_lens, o.reduction)
-        return (1 - o.ctc_weight) * loss + o.ctc_weight * ctc, {"rnnt_loss": loss.detach(), "ctc_loss": ctc.detach()}
+        return (1 - o.ctc_weight) * loss + o.ctc_weight * ctc, {"rnnt_loss": loss.detach(), "ctc_loss": ctc.detach(),
+                                                                **extra}
+
+    def _pruned_loss(self, enc: Tensor, pred: Tensor, lengths: Tensor, tokens: Tensor, token_lens: Tensor):
+        """icefall's weighted ``simple * L_simple + pruned * L_pruned`` (:mod:`asr_zoo.losses.rnnt_pruned`):
+        enc `(B, T, D)`, pred `(B, U+1, H)`; the joint runs on `(B, T, prune_range, V)` only."""
+        o = self.cfg.objective
+        simple, occupancy = simple_rnnt_loss(self.simple_am_proj(enc), self.simple_lm_proj(pred), tokens, lengths,
+                                             token_lens, BLANK_ID, o.reduction, return_occupancy=True)
+        ranges = prune_ranges(occupancy, lengths, token_lens, o.prune_range)  # (B, T, S)
+        band = gather_pruned(self.joiner.predictor_proj(pred), ranges)  # (B, T, S, J)
+        logits = self.joiner.join(self.joiner.encoder_proj(enc)[:, :, None], band)  # (B, T, S, V)
+        pruned = pruned_rnnt_loss(logits, ranges, tokens, lengths, token_lens, BLANK_ID, o.reduction)
+        w_simple, w_pruned = pruned_loss_scales(self.global_step, o.prune_warm_step, o.simple_loss_scale)
+        return w_simple * simple + w_pruned * pruned, {"simple_loss": simple.detach(), "pruned_loss": pruned.detach()}
 
     @torch.no_grad()
     def decode(self, batch: dict) -> tuple[list[list[int]], list[int]]:
