@@ -40,7 +40,8 @@ def align_run(run_dir: Path, splits: list[str] | None = None, device: str = "cpu
     in ``run_dir``; returns a report.
 
     Utterances whose encoder output is too short for their labels cannot be aligned and are
-    reported (never silently dropped). Finished splits are skipped on rerun.
+    reported (never silently dropped). Finished splits are skipped on rerun; a store or pointer
+    write cut short (kill -9) leaves only a temporary file, removed by the next run.
     """
     from ..evaluate import load_run
 
@@ -51,6 +52,8 @@ def align_run(run_dir: Path, splits: list[str] | None = None, device: str = "cpu
     sha = tokenizer_sha(module.tokenizer.model_proto)
     out_dir = Path(cfg.data.root) / "alignments" / f"{run_dir.name}-{sha[:8]}"
     pointer = run_dir / "alignments.json"
+    for stale in run_dir.glob(f".{pointer.name}.*.tmp"):  # temporaries of a run killed mid-write
+        stale.unlink()
     index = read_json(pointer) if pointer.exists() else {}
     if index.get("dir") != str(out_dir):  # none yet, or it lists the stores of another directory
         index = {"dir": str(out_dir), "splits": {}}  # (run renamed, data moved): never point there
@@ -60,6 +63,8 @@ def align_run(run_dir: Path, splits: list[str] | None = None, device: str = "cpu
         if path.exists() and split in index["splits"]:
             print(f"{split}: alignments exist ({path})")
             continue
+        for stale in out_dir.glob(f".{path.name}.*.tmp"):
+            stale.unlink()
         cuts = data.features(split)
         dataset = ASRDataset(module.tokenizer, module.cmvn["mean"], module.cmvn["std"], cfg.data.features.deltas)
         sampler = DynamicCutSampler(cuts.sort_by_duration(), max_duration=max_duration)
