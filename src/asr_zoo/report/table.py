@@ -1,35 +1,129 @@
-"""``asr-zoo compare``: one row per (run, split) from ``results/*.json`` + ``train_summary.json``."""
+"""``asr-zoo compare``: runs -> rows (one per results file) -> groups (runs differing only in
+``seed``: mean, std, n) -> optional paired significance against a baseline -> tables and plot."""
 
 from __future__ import annotations
 
 import csv
 import io
+import statistics
+import sys
 from pathlib import Path
+
+import yaml
 
 from ..utils import atomic_write_text, read_json
 
-__all__ = ["collect_rows", "markdown_table", "csv_table", "COLUMNS"]
+__all__ = ["find_runs", "collect_rows", "group_rows", "add_significance", "markdown_table", "csv_table",
+           "write_report", "report_paths", "COLUMNS", "GROUP_COLUMNS"]
 
 COLUMNS = ["run", "objective", "attention", "params", "split", "num_utts", "wer", "cer", "decode_steps",
            "latency_ms_p50", "latency_ms_p90", "rtf", "time_per_epoch_s", "device"]
+GROUP_COLUMNS = ["label", "split", "n", "wer", "cer", "latency_ms_p50", "train_time_s", "params", "d_wer",
+                 "ci95", "p"]
+MEAN_KEYS = ("wer", "cer", "latency_ms_p50", "latency_ms_p90", "rtf", "train_time_s", "time_per_epoch_s",
+             "decode_steps")
+
+
+def find_runs(paths: list[Path]) -> tuple[list[Path], list[str]]:
+    """Run directories among ``paths`` (config.yaml + results/*.json) and, for the rest, why not."""
+    runs, skipped = [], []
+    for p in map(Path, paths):
+        if not p.is_dir() or not (p / "config.yaml").exists():
+            skipped.append(f"{p}: not a run directory")
+        elif not list((p / "results").glob("*.json")):
+            skipped.append(f"{p}: no results/*.json (run `asr-zoo eval {p}` first)")
+        else:
+            runs.append(p)
+    return runs, skipped
 
 
 def collect_rows(run_dirs: list[Path], split: str | None = None) -> list[dict]:
-    """Read every results file of every run (optionally only one split)."""
+    """One row per results file of every run (optionally one split): results + training time,
+    the run's seed and its config with ``seed`` and result-neutral keys left out (``group_key``)."""
+    from ..train import RESULT_NEUTRAL_KEYS, _flat
+
     rows = []
     for run in map(Path, run_dirs):
-        files = sorted((run / "results").glob("*.json"))
-        if not files:
-            raise FileNotFoundError(f"{run}: no results/*.json; run `asr-zoo eval {run}` first")
         summary = read_json(run / "train_summary.json") if (run / "train_summary.json").exists() else {}
-        for f in files:
+        cfg = _flat(yaml.safe_load((run / "config.yaml").read_text()) or {})
+        seed = cfg.pop("seed", None)
+        cfg = {k: v for k, v in cfg.items() if not k.startswith(RESULT_NEUTRAL_KEYS) and k != "data.root"}
+        for f in sorted((run / "results").glob("*.json")):
             r = read_json(f)
             if split and r["split"] != split:
                 continue
             tag = f.stem
             name = run.name + (tag[len(r["split"]):] if tag != r["split"] else "")
-            rows.append({"run": name, **r, "time_per_epoch_s": summary.get("time_per_epoch_s", "")})
+            rows.append({"run": name, **r, "run_dir": str(run), "tag": tag, "seed": seed, "config": cfg,
+                         "time_per_epoch_s": summary.get("time_per_epoch_s", ""),
+                         "train_time_s": summary.get("train_time_s", "")})
     return rows
+
+
+def _label(group: dict, others: list[dict]) -> str:
+    """objective/attention, plus the config keys that tell it from same-named groups."""
+    base = f"{group['objective']}/{group['attention']}"
+    same = [o for o in others if (o["objective"], o["attention"]) == (group["objective"], group["attention"])]
+    keys = sorted(k for k in group["config"] if any(o["config"].get(k) != group["config"][k] for o in same))
+    extra = [f"{k}={group['config'][k]}" for k in keys[:3]]
+    if group["tag"] != group["split"]:
+        extra.append(group["tag"][len(group["split"]):].lstrip("@"))
+    return base + (f" [{' '.join(extra)}]" if extra else "")
+
+
+def group_rows(rows: list[dict]) -> list[dict]:
+    """Runs whose configs differ only in ``seed`` (same results tag): mean, ``<key>_std`` and n."""
+    groups: dict[str, dict] = {}
+    for r in rows:
+        key = repr((sorted(r["config"].items()), r["tag"]))
+        g = groups.setdefault(key, {k: r[k] for k in ("objective", "attention", "split", "tag", "params", "config",
+                                                      "device")} | {"members": []})
+        g["members"].append(r)
+    out = list(groups.values())
+    for g in out:
+        g["n"] = len(g["members"])
+        g["runs"] = [m["run_dir"] for m in g["members"]]
+        g["seeds"] = [m["seed"] for m in g["members"]]
+        for k in MEAN_KEYS:
+            vals = [m[k] for m in g["members"] if isinstance(m.get(k), (int, float))]
+            if vals:
+                g[k] = round(statistics.fmean(vals), 3)
+                g[f"{k}_std"] = round(statistics.stdev(vals), 3) if len(vals) > 1 else 0.0
+    for g in out:
+        g["label"] = _label(g, [o for o in out if o is not g])
+    return out
+
+
+def _find_baseline(groups: list[dict], baseline: str) -> list[dict]:
+    """Groups matching ``baseline``: a group label, a run directory (its group) or a run name."""
+    hits = [g for g in groups if g["label"] == baseline]
+    hits = hits or [g for g in groups if any(Path(r) == Path(baseline) or Path(r).name == Path(baseline).name
+                                            for r in g["runs"])]
+    if not hits:
+        raise FileNotFoundError(f"--baseline {baseline}: no such run or group (labels: "
+                                f"{', '.join(g['label'] for g in groups)})")
+    return hits
+
+
+def add_significance(groups: list[dict], baseline: str, n_resamples: int = 2000) -> None:
+    """For each group with the baseline's split and tag: ``d_wer`` (points), ``ci95``, ``p`` and
+    ``significant``, paired per utterance (each side pooled over its seeds first)."""
+    from .significance import paired_difference, pool_seeds, utterance_errors
+
+    def errors(g):
+        return pool_seeds([utterance_errors(m["run_dir"], m["tag"]) for m in g["members"]])
+
+    for base in _find_baseline(groups, baseline):
+        base_err = errors(base)
+        base["d_wer"] = "baseline"
+        for g in groups:
+            if g is base or (g["split"], g["tag"][len(g["split"]):]) != (base["split"], base["tag"][len(base["split"]):]):
+                continue
+            d = paired_difference(errors(g), base_err, n_resamples=n_resamples)
+            g["significance"] = d
+            g["d_wer"] = f"{d['delta']:+.2f}{' *' if d['significant'] else ''}"
+            g["ci95"] = f"[{d['low']:+.2f}, {d['high']:+.2f}]"
+            g["p"] = d["p"]
 
 
 def _fmt(v) -> str:
@@ -40,24 +134,60 @@ def _fmt(v) -> str:
     return str(v)
 
 
+def _cell(r: dict, c: str) -> str:
+    v = r.get(c, "")
+    std = r.get(f"{c}_std")
+    if r.get("n", 1) > 1 and isinstance(v, (int, float)) and isinstance(std, (int, float)):
+        return f"{_fmt(float(v))} ± {_fmt(float(std))}"
+    return _fmt(v)
+
+
 def markdown_table(rows: list[dict], columns: list[str] = COLUMNS) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-    lines += ["| " + " | ".join(_fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
+    lines += ["| " + " | ".join(_cell(r, c) for c in columns) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
 
 def csv_table(rows: list[dict], columns: list[str] = COLUMNS) -> str:
+    cols = [*columns, *(f"{c}_std" for c in columns if any(f"{c}_std" in r for r in rows))]
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
+    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
     w.writeheader()
     w.writerows(rows)
     return buf.getvalue()
 
 
-def write_tables(rows: list[dict], out: Path) -> list[Path]:
-    """Write ``out`` as .md and/or .csv (by suffix; no suffix writes both)."""
+def report_paths(out: str) -> tuple[Path, Path, Path]:
+    """(table.md, table.csv, pareto.png) for ``--out``: a directory (an existing one, or a path
+    ending in ``/``) gets those names inside; any other path P gets P.md, P.csv and P.png.
+
+    >>> [str(p) for p in report_paths("runs/report/")], [str(p) for p in report_paths("runs/t")]
+    (['runs/report/table.md', 'runs/report/table.csv', 'runs/report/pareto.png'], ['runs/t.md', 'runs/t.csv', 'runs/t.png'])
+    """
+    if Path(out).is_dir() or str(out).endswith(("/", "\\")):
+        return Path(out) / "table.md", Path(out) / "table.csv", Path(out) / "pareto.png"
     out = Path(out)
-    targets = [out] if out.suffix in (".md", ".csv") else [out.with_suffix(".md"), out.with_suffix(".csv")]
-    for t in targets:
-        atomic_write_text(t, markdown_table(rows) if t.suffix == ".md" else csv_table(rows))
-    return targets
+    stem = out.with_suffix("") if out.suffix in (".md", ".csv", ".png") else out
+    return stem.with_suffix(".md"), stem.with_suffix(".csv"), stem.with_suffix(".png")
+
+
+def write_report(groups: list[dict], rows: list[dict], out: str, columns: list[str] = GROUP_COLUMNS) -> list[Path]:
+    """table.md (configurations, then runs, then the environment), table.csv (configurations)
+    and pareto.png; see :func:`report_paths` for the names."""
+    from .environment import environment, environment_block
+    from .plot import plot_pareto
+
+    md, csv_path, png = report_paths(out)
+    env = environment([g.get("device", "") for g in groups])
+    note = ("\nWER in %, mean ± std over seeds (n). d_wer: WER minus the baseline's, in points, paired per "
+            "utterance; * = its 95% bootstrap CI excludes 0; p: paired permutation test.\n")
+    atomic_write_text(md, "## Configurations\n\n" + markdown_table(groups, columns) + note + "\n## Runs\n\n"
+                      + markdown_table(rows) + "\n## Environment\n\n" + environment_block(env))
+    atomic_write_text(csv_path, csv_table(groups, columns))
+    png = plot_pareto(groups, png)
+    return [md, csv_path] + ([png] if png else [])
+
+
+def warn_skipped(skipped: list[str]) -> None:
+    for s in skipped:
+        print(f"compare: skipped {s}", file=sys.stderr)

@@ -1,0 +1,71 @@
+"""``asr-zoo compare`` on made-up run directories: skipping non-runs, seed groups, baseline, report."""
+
+import json
+import os
+
+import yaml
+
+from asr_zoo.cli import main
+from asr_zoo.report.online import wandb_mode
+from asr_zoo.report.plot import pareto_front
+
+
+def _fake_run(root, name, objective, seed, lr, errors, latency, train_s=100.0):
+    run = root / name
+    (run / "results").mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump({"seed": seed, "run_dir": str(run), "objective": {"name": objective},
+                                                     "attention": {"name": "softmax"}, "optim": {"lr": lr}}))
+    (run / "train_summary.json").write_text(json.dumps({"train_time_s": train_s, "time_per_epoch_s": 10.0}))
+    words = 10
+    wer = 100 * sum(errors) / (words * len(errors))
+    (run / "results" / "test.json").write_text(json.dumps({
+        "objective": objective, "attention": "softmax", "params": 1000, "split": "test", "num_utts": len(errors),
+        "wer": wer, "cer": wer / 3, "decode_steps": 1.0, "latency_ms_p50": latency, "latency_ms_p90": latency,
+        "rtf": 0.01, "device": "cpu (x86_64, 2 threads)"}))
+    (run / "results" / "test.utt_errors.tsv").write_text(
+        "utt_id\tword_errors\tref_words\n" + "".join(f"u{i}\t{e}\t{words}\n" for i, e in enumerate(errors)))
+    return run
+
+
+def test_compare_groups_seeds_tests_against_baseline_and_skips_non_runs(tmp_path, capsys):
+    n = 120
+    good = [1 if i % 4 == 0 else 0 for i in range(n)]   # WER 2.5
+    bad = [3 if i % 2 == 0 else 2 for i in range(n)]    # WER 25
+    _fake_run(tmp_path, "ctc-s0", "ctc", 0, 0.002, good, 5.0)
+    _fake_run(tmp_path, "ctc-s1", "ctc", 1, 0.002, [e + (i % 10 == 0) for i, e in enumerate(good)], 6.0)
+    _fake_run(tmp_path, "s2s-s0", "seq2seq", 0, 0.002, bad, 50.0, 300.0)
+    _fake_run(tmp_path, "s2s-s1", "seq2seq", 1, 0.002, bad, 40.0, 320.0)
+    _fake_run(tmp_path, "ctc-lr-s0", "ctc", 0, 0.001, good, 5.0)
+    (tmp_path / "demo-table.md").write_text("| not a run |\n")
+    (tmp_path / "empty").mkdir()
+    out = tmp_path / "report"
+    entries = sorted(str(p) for p in tmp_path.iterdir())
+    capsys.readouterr()
+    assert main(["compare", *entries, "--baseline", "ctc-s0", "--out", f"{out}/"]) == 0
+    cap = capsys.readouterr()
+    assert "skipped" in cap.err and "demo-table.md: not a run directory" in cap.err and "empty" in cap.err
+    table = (out / "table.md").read_text()
+    lines = {line.split(" | ")[0].strip("| "): line for line in table.splitlines() if line.startswith("| ctc") or
+             line.startswith("| seq2seq")}
+    assert "| 2 |" in lines["ctc/softmax [optim.lr=0.002]"] and "baseline" in lines["ctc/softmax [optim.lr=0.002]"]
+    assert "| 1 |" in lines["ctc/softmax [optim.lr=0.001]"]
+    s2s = lines["seq2seq/softmax"]
+    assert "| 2 |" in s2s and " *" in s2s and "± " in s2s  # seeds pooled, significantly worse
+    assert "cpu_capability" in table and "torch" in table
+    assert (out / "table.csv").exists() and (out / "pareto.png").stat().st_size > 1000
+    # a folder of nothing but non-runs is an error that says so
+    assert main(["compare", str(tmp_path / "demo-table.md")]) == 2
+
+
+def test_pareto_front():
+    assert pareto_front([(1, 5), (2, 3), (3, 4), (4, 1), (2, 6)]) == [0, 1, 3]
+    assert pareto_front([(1, 1), (2, 2)]) == [0]
+
+
+def test_online_means_online(monkeypatch, tmp_path):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    assert wandb_mode("online", os.environ) == "online"
+    assert wandb_mode("offline", os.environ) == "offline" and wandb_mode("disabled", os.environ) == "disabled"
+    main(["compare", str(tmp_path)])  # any command: the CLI must not default WANDB_MODE to offline
+    assert "WANDB_MODE" not in os.environ
+    assert wandb_mode("online", os.environ) == "online"
