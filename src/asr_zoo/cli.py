@@ -61,8 +61,13 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_eval(args) -> int:
-    from .evaluate import evaluate
+    from .evaluate import evaluate, tune
 
+    if args.tune:
+        grid = dict(_parse_tune(t) for t in args.tune)
+        tune(Path(args.run_dir), grid, args.overrides, test_split=(args.split or [None])[0], device=args.device,
+             checkpoint=args.checkpoint, max_utts=args.max_utts)
+        return 0
     for split in args.split or [None]:
         evaluate(Path(args.run_dir), split, args.overrides, device=args.device, checkpoint=args.checkpoint,
                  max_utts=args.max_utts)
@@ -76,15 +81,49 @@ def _cmd_align(args) -> int:
     return 0
 
 
-def _cmd_compare(args) -> int:
-    from .report.table import collect_rows, markdown_table, write_tables
+def _parse_tune(spec: str) -> tuple[str, list[str]]:
+    """``key=v1,v2,...`` -> ``(key, [v1, v2, ...])``."""
+    key, sep, values = spec.partition("=")
+    if not sep or not key or not values:
+        from .config import ConfigError
 
-    rows = collect_rows(args.run_dirs, args.split)
+        raise ConfigError(f"--tune {spec!r}: expected key=v1,v2,...")
+    return key, values.split(",")
+
+
+def _cmd_compare(args) -> int:
+    from .report.table import (GROUP_COLUMNS, add_significance, collect_rows, find_runs, group_rows,
+                               markdown_table, warn_skipped, write_report)
+
+    runs, skipped = find_runs(args.run_dirs)
+    warn_skipped(skipped)
+    if not runs:
+        raise FileNotFoundError(f"no run with results among {len(args.run_dirs)} path(s)")
+    rows = collect_rows(runs, args.split)
     print(markdown_table(rows), end="")
+    groups = group_rows(rows)
+    if args.baseline:
+        add_significance(groups, args.baseline)
+    if args.baseline or any(g["n"] > 1 for g in groups) or args.out:
+        print("\nConfigurations (mean ± std over seeds; d_wer vs --baseline, * = 95% CI excludes 0):")
+        print(markdown_table(groups, GROUP_COLUMNS), end="")
     if args.out:
-        for path in write_tables(rows, Path(args.out)):
+        for path in write_report(groups, rows, args.out):
             print(f"wrote {path}")
+    if args.online or os.environ.get("WANDB_MODE") == "online":
+        from .report.online import log_table
+
+        log_table(groups, GROUP_COLUMNS, project=args.project)
     return 0
+
+
+def _cmd_sweep(args) -> int:
+    from .sweep import run_sweep
+
+    return run_sweep(Path(args.sweep), count=args.count, workers=args.workers, threads=args.threads,
+                     devices=args.devices.split(",") if args.devices else None, online=args.online,
+                     sweep_dir=args.dir, storage=args.storage, eval_split=args.eval_split or None,
+                     project=args.project)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -128,11 +167,32 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--device", default="cuda" if _cuda() else "cpu")
     a.set_defaults(func=_cmd_align)
 
-    c = sub.add_parser("compare", help="markdown table of runs' results")
-    c.add_argument("run_dirs", nargs="+")
+    e.add_argument("--tune", action="append", metavar="KEY=V1,V2",
+                   help="choose KEY on the dev split, then decode --split (default test) with the winner only")
+
+    c = sub.add_parser("compare", help="tables (per run; per configuration over seeds), significance, plot")
+    c.add_argument("run_dirs", nargs="+", help="run directories (other entries are skipped, with a note)")
     c.add_argument("--split", help="only this split")
-    c.add_argument("--out", help="write FILE.md / FILE.csv (no suffix: both)")
+    c.add_argument("--baseline", help="run dir, run name or configuration label: paired WER differences vs it")
+    c.add_argument("--out", help="DIR/ (or an existing dir): table.md, table.csv, pareto.png inside; "
+                                 "P: P.md, P.csv, P.png")
+    c.add_argument("--online", action="store_true", help="also log the table to wandb")
+    c.add_argument("--project", default="asr-zoo", help="wandb project (online)")
     c.set_defaults(func=_cmd_compare)
+
+    w = sub.add_parser("sweep", help="run a sweep YAML: wandb agents online, Optuna offline (resumable)")
+    w.add_argument("sweep", help="sweep YAML (conf/sweeps/*.yaml)")
+    w.add_argument("--count", type=int, help="trials in total (grid: default all points)")
+    w.add_argument("--workers", type=int, default=1, help="trials in parallel")
+    w.add_argument("--threads", type=int, default=0, help="CPU threads per worker (default: cores / workers)")
+    w.add_argument("--devices", help="comma-separated CUDA devices, one per worker in turn")
+    w.add_argument("--online", action="store_true", default=None, help="wandb sweep + agents")
+    w.add_argument("--offline", dest="online", action="store_false", help="Optuna, even with a wandb key")
+    w.add_argument("--dir", help="offline sweep directory (default runs/sweeps/<yaml name>)")
+    w.add_argument("--storage", help="Optuna storage URL shared by many machines (default DIR/study.db)")
+    w.add_argument("--eval-split", default="dev", help="split decoded after each trial ('' = none)")
+    w.add_argument("--project", default="asr-zoo", help="wandb project (online)")
+    w.set_defaults(func=_cmd_sweep)
 
     b = sub.add_parser("bench", help="benchmarks that print figures (asr-zoo bench NAME --help)")
     b.add_argument("bench", choices=list(BENCHES))
@@ -158,7 +218,9 @@ def _cuda() -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("WANDB_MODE", "offline")
+    # No WANDB_MODE default here: trainer.wandb (offline | online | disabled) decides the train
+    # logger's mode (see asr_zoo.report.online.wandb_mode); a process-wide offline default made
+    # trainer.wandb=online runs silently offline.
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # overrides may come after options: `asr-zoo eval RUN --split dev attention=linear`

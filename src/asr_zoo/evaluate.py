@@ -24,11 +24,11 @@ from tqdm import tqdm
 from .config import load_config
 from .data.datamodule import ASRDataset
 from .data.prepare import PreparedData
-from .report.metrics import error_rates
+from .report.metrics import error_rates, utterance_word_errors
 from .train import build_module
 from .utils import atomic_replace, atomic_write_json, safe_torch_load
 
-__all__ = ["load_run", "evaluate"]
+__all__ = ["load_run", "evaluate", "tune", "result_tag"]
 
 
 def load_run(run_dir: Path, overrides: list[str] = (), checkpoint: str = "best", device: str = "cpu"):
@@ -73,6 +73,11 @@ def _to(batch: dict, device: str) -> dict:
     return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
+def result_tag(split: str, overrides: list[str]) -> str:
+    """Results file stem: ``split`` or ``split@key=value,...`` (evaluation-time overrides)."""
+    return split + ("" if not overrides else "@" + ",".join(o.replace("/", "_") for o in overrides))
+
+
 @torch.inference_mode()
 def evaluate(run_dir: Path, split: str | None = None, overrides: list[str] = (), device: str = "cpu",
              checkpoint: str = "best", warmup: int = 3, max_utts: int = 0) -> dict:
@@ -114,7 +119,7 @@ def evaluate(run_dir: Path, split: str | None = None, overrides: list[str] = (),
         "torch": torch.__version__, "run_dir": str(run_dir),
     }
     results_dir = run_dir / "results"
-    tag = split + ("" if not overrides else "@" + ",".join(o.replace("/", "_") for o in overrides))
+    tag = result_tag(split, overrides)
     atomic_write_json(results_dir / f"{tag}.json", result)
 
     def write_hyps(tmp: Path) -> None:
@@ -123,7 +128,41 @@ def evaluate(run_dir: Path, split: str | None = None, overrides: list[str] = (),
             w.writerow(["utt_id", "reference", "hypothesis"])
             w.writerows(rows)
 
+    def write_errors(tmp: Path) -> None:  # per utterance: what paired significance tests resample
+        with open(tmp, "w", newline="") as f:
+            w = csv.writer(f, delimiter="\t")
+            w.writerow(["utt_id", "word_errors", "ref_words"])
+            counts = utterance_word_errors([r[1] for r in rows], [r[2] for r in rows])
+            w.writerows((r[0], e, n) for r, (e, n) in zip(rows, counts))
+
     atomic_replace(results_dir / f"{tag}.hyps.tsv", write_hyps)
+    atomic_replace(results_dir / f"{tag}.utt_errors.tsv", write_errors)
     print(f"{run_dir} {tag}: WER {result['wer']:.2f}%  CER {result['cer']:.2f}%  "
           f"p50 {result['latency_ms_p50']} ms  RTF {result['rtf']}")
+    return result
+
+
+def tune(run_dir: Path, grid: dict[str, list[str]], overrides: list[str] = (), dev_split: str | None = None,
+         test_split: str | None = None, **kwargs) -> dict:
+    """Honest selection: decode ``dev_split`` (default: the config's dev split) once per point of
+    ``grid`` (``{key: [values]}``, every combination), keep the lowest dev WER, then decode
+    ``test_split`` with that choice only. The test results record ``tuned_on``, the grid and
+    every dev WER; nothing about the test split influences the choice."""
+    import itertools
+
+    run_dir = Path(run_dir)
+    cfg = load_config(run_dir / "config.yaml", list(overrides))
+    dev_split = dev_split or cfg.data.dev_split
+    points = [[f"{k}={v}" for k, v in zip(grid, combo)] for combo in itertools.product(*grid.values())]
+    dev_wers = []
+    for i, point in enumerate(points, 1):
+        print(f"tune [{i}/{len(points)}] on {dev_split}: {' '.join(point)}")
+        dev_wers.append(evaluate(run_dir, dev_split, [*overrides, *point], **kwargs)["wer"])
+    best = min(range(len(points)), key=dev_wers.__getitem__)
+    print(f"tune: chose {' '.join(points[best])} (dev WER {dev_wers[best]:.2f}; "
+          f"grid {', '.join(f'{w:.2f}' for w in dev_wers)})")
+    result = evaluate(run_dir, test_split, [*overrides, *points[best]], **kwargs)
+    result.update(tuned_on=dev_split, tune_grid=grid, tune_choice=points[best],
+                  tune_dev_wer={" ".join(p): w for p, w in zip(points, dev_wers)})
+    atomic_write_json(run_dir / "results" / f"{result_tag(result['split'], [*overrides, *points[best]])}.json", result)
     return result
