@@ -3,7 +3,7 @@ import itertools
 import torch
 
 from asr_zoo.decoding.ctc import collapse_ctc, ctc_greedy_decode, ctc_prefix_beam_search
-from asr_zoo.decoding.ctc import ctc_min_frames
+from asr_zoo.losses.ctc import ctc_min_frames
 
 
 def _brute_force_best_labeling(lp: torch.Tensor, blank: int = 0):

@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from asr_zoo.decoding.imputer import DECODING_STRATEGIES, collapse_alignments, imputer_decode
+from asr_zoo.decoding.ctc import collapse_ctc
+from asr_zoo.decoding.imputer import DECODING_STRATEGIES, imputer_decode
 
 MASK, BLANK = 9, 0
 
@@ -147,7 +148,7 @@ def test_model_input_reflects_commits_and_collapse():
     for before, after in zip(model.inputs, model.inputs[1:] + [alignment]):
         kept = before != MASK
         assert torch.equal(after[kept], before[kept])  # commits are never revised
-    assert collapse_alignments(alignment, torch.tensor([10, 7]), blank=BLANK) == [
+    assert collapse_ctc(alignment, torch.tensor([10, 7]), blank=BLANK) == [
         [t for i, t in enumerate(row) if t != BLANK and (i == 0 or t != row[i - 1])]
         for row in (alignment[0].tolist(), alignment[1, :7].tolist())
     ]

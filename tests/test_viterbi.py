@@ -7,7 +7,14 @@ import itertools
 import pytest
 import torch
 
-from asr_zoo.align.viterbi import collapse, collapse_alignments, ctc_viterbi
+from asr_zoo.align.viterbi import ctc_viterbi
+from asr_zoo.decoding.ctc import collapse_ctc
+
+
+def collapse(seq, blank=0):
+    seq = seq.tolist() if torch.is_tensor(seq) else list(seq)
+    return collapse_ctc(torch.tensor([seq]), torch.tensor([len(seq)]), blank)[0]
+
 
 BLANK = 0
 
@@ -58,7 +65,7 @@ def test_collapses_to_target_and_batch_equals_one_by_one():
     input_lengths = torch.randint(45, num_frames + 1, (batch,), generator=gen)
     target_lengths = torch.randint(0, max_labels + 1, (batch,), generator=gen)
     align = ctc_viterbi(lp, targets, input_lengths, target_lengths, blank=BLANK)
-    hyps = collapse_alignments(align, input_lengths, blank=BLANK)
+    hyps = collapse_ctc(align, input_lengths, blank=BLANK)
     for i in range(batch):
         assert hyps[i] == targets[i, : target_lengths[i]].tolist()
         one = ctc_viterbi(lp[i : i + 1, : input_lengths[i]], targets[i : i + 1, : target_lengths[i]],
@@ -91,4 +98,4 @@ def test_collapse_helpers():
     assert collapse([0, 1, 1, 0, 1, 2, 2, 0], blank=0) == [1, 1, 2]
     assert collapse(torch.tensor([3, 3, 1, 3]), blank=3) == [1]
     alignments = torch.tensor([[0, 1, 1, 0, 1, 2], [2, 2, 0, 2, 5, 5]])
-    assert collapse_alignments(alignments, torch.tensor([6, 4]), blank=0) == [[1, 1, 2], [2, 2]]
+    assert collapse_ctc(alignments, torch.tensor([6, 4]), blank=0) == [[1, 1, 2], [2, 2]]

@@ -24,35 +24,11 @@ from tqdm import tqdm
 from .config import load_config
 from .data.datamodule import ASRDataset
 from .data.prepare import PreparedData
+from .objectives import load_run
 from .report.metrics import error_rates, utterance_word_errors
-from .train import build_module
-from .utils import atomic_replace, atomic_write_json, safe_torch_load
+from .utils import atomic_replace, atomic_write_json
 
-__all__ = ["load_run", "evaluate", "tune", "result_tag"]
-
-
-def load_run(run_dir: Path, overrides: list[str] = (), checkpoint: str = "best", device: str = "cpu"):
-    """Rebuild a trained module from ``run_dir`` (config + checkpoint), applying overrides.
-
-    Returns:
-        (module, cfg): the module in eval mode on ``device`` and the resolved config.
-    """
-    run_dir = Path(run_dir)
-    cfg_path = run_dir / "config.yaml"
-    if not cfg_path.exists():
-        raise FileNotFoundError(f"{run_dir} is not a run directory (no config.yaml)")
-    cfg = load_config(cfg_path, overrides)
-    ckpt_path = run_dir / "checkpoints" / f"{checkpoint}.ckpt"
-    if not ckpt_path.exists():
-        have = sorted(p.stem for p in (run_dir / "checkpoints").glob("*.ckpt"))
-        raise FileNotFoundError(f"{ckpt_path} does not exist (checkpoints: {have or 'none'}); train the run first")
-    ckpt = safe_torch_load(ckpt_path)
-    hp = ckpt["hyper_parameters"]
-
-    module = build_module(cfg, hp["vocab_size"], hp["feature_dim"])
-    module.load_state_dict(ckpt["state_dict"])
-    module.on_load_checkpoint(ckpt)
-    return module.eval().to(device), cfg
+__all__ = ["evaluate", "tune", "result_tag"]
 
 
 def _git_hash() -> str:

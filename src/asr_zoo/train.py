@@ -35,10 +35,10 @@ from omegaconf import DictConfig, OmegaConf
 from .config import ConfigError, load_config, save_config
 from .data.datamodule import ASRDataModule
 from .hardware import cpu_fast_bf16
-from .objectives import OBJECTIVES
+from .objectives import OBJECTIVES, build_module
 from .utils import atomic_replace, atomic_write_json, atomic_write_text, safe_torch_load
 
-__all__ = ["train", "build_module", "resolve_run_dir", "AtomicCheckpointIO", "RESULT_NEUTRAL_KEYS"]
+__all__ = ["train", "resolve_run_dir", "AtomicCheckpointIO", "RESULT_NEUTRAL_KEYS"]
 
 # Keys that never change what a run computes: a resumed or finished run may differ in them.
 RESULT_NEUTRAL_KEYS = ("run_dir", "trainer.num_threads", "trainer.progress_bar", "trainer.log_every_n_steps",
@@ -148,15 +148,6 @@ class ResumableCSVLogger(CSVLogger):
 
     def after_save_checkpoint(self, checkpoint_callback) -> None:
         self.save()
-
-
-def build_module(cfg: DictConfig, vocab_size: int, feature_dim: int, tokenizer=None, cmvn=None):
-    """The objective's LightningModule for ``cfg``; ``tokenizer`` and ``cmvn`` ({"mean", "std"})
-    are attached when given (training; evaluation restores them from the checkpoint)."""
-    cls = OBJECTIVES.get(cfg.objective.name).obj
-    module = cls(OmegaConf.to_container(cfg, resolve=True), vocab_size=vocab_size, feature_dim=feature_dim)
-    module.tokenizer, module.cmvn = tokenizer, cmvn
-    return module
 
 
 def resolve_run_dir(cfg: DictConfig) -> Path:

@@ -19,9 +19,10 @@ from tqdm import tqdm
 
 from ..data.datamodule import ASRDataset
 from ..data.prepare import PreparedData
-from ..decoding.ctc import ctc_min_frames
+from ..decoding.ctc import collapse_ctc
+from ..losses.ctc import ctc_min_frames
 from ..utils import atomic_replace, atomic_write_json, read_json, safe_torch_load
-from .viterbi import collapse_alignments, ctc_viterbi
+from .viterbi import ctc_viterbi
 
 __all__ = ["align_run", "load_alignments", "tokenizer_sha"]
 
@@ -43,7 +44,7 @@ def align_run(run_dir: Path, splits: list[str] | None = None, device: str = "cpu
     reported (never silently dropped). Finished splits are skipped on rerun; a store or pointer
     write cut short (kill -9) leaves only a temporary file, removed by the next run.
     """
-    from ..evaluate import load_run
+    from ..objectives import load_run
 
     run_dir = Path(run_dir)
     module, cfg = load_run(run_dir, device=device)
@@ -81,7 +82,7 @@ def align_run(run_dir: Path, splits: list[str] | None = None, device: str = "cpu
                 continue
             idx = ok.nonzero().flatten()
             ali = ctc_viterbi(lp[idx].float(), tokens[idx], lengths[idx], token_lens[idx])
-            collapsed = collapse_alignments(ali, lengths[idx])
+            collapsed = collapse_ctc(ali, lengths[idx])
             for j, b in enumerate(idx.tolist()):
                 if collapsed[j] != tokens[b, : token_lens[b]].tolist():  # cannot happen for a correct Viterbi
                     raise RuntimeError(f"alignment of {batch['ids'][b]} does not collapse to its transcript")

@@ -1,4 +1,4 @@
-"""Best-path (Viterbi) CTC alignment and the CTC collapse function.
+"""Best-path (Viterbi) CTC alignment.
 
 Legend: B batch, T frames, C output classes (vocabulary + blank), S padded target length,
 L = 2S + 1 extended-label states.
@@ -19,7 +19,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["ctc_viterbi", "collapse", "collapse_alignments"]
+from ..tensors import lengths_to_valid_mask
+
+__all__ = ["ctc_viterbi"]
 
 
 def _extended_labels(targets: Tensor, target_lengths: Tensor, blank: int) -> tuple[Tensor, Tensor]:
@@ -34,7 +36,7 @@ def _extended_labels(targets: Tensor, target_lengths: Tensor, blank: int) -> tup
         can_skip (Tensor): shape `(B, 2S+1)`, bool.
     """
     batch, max_labels = targets.shape
-    valid = torch.arange(max_labels, device=targets.device) < target_lengths[:, None]
+    valid = lengths_to_valid_mask(target_lengths, max_labels)
     labels = torch.where(valid, targets, blank)  # (B, S)
     ext = torch.full((batch, 2 * max_labels + 1), blank, dtype=torch.long, device=targets.device)
     ext[:, 1::2] = labels
@@ -62,7 +64,7 @@ def ctc_viterbi(
         blank (int): blank class id.
 
     Returns:
-        Tensor: shape `(B, T)`, int64 alignment; it collapses (``collapse``) to the target.
+        Tensor: shape `(B, T)`, int64 alignment; it collapses (:func:`asr_zoo.decoding.ctc.collapse_ctc`) to the target.
         Frames at or past ``input_lengths`` hold ``blank``. Ties go to the smaller state
         jump (stay, then advance, then skip).
 
@@ -137,36 +139,3 @@ def ctc_viterbi(
     alignment = path.gather(1, (frames + offset).clamp(max=num_frames - 1))
     alignment = alignment.masked_fill(frames >= input_lengths[:, None], blank)
     return alignment
-
-
-def collapse(alignment: Tensor | list[int], blank: int = 0) -> list[int]:
-    """CTC collapse: merge repeated tokens, then drop blanks.
-
-    Args:
-        alignment (Tensor or list): shape `(T,)`.
-
-    >>> collapse([0, 3, 3, 0, 3, 5, 0], blank=0)
-    [3, 3, 5]
-    """
-    out, prev = [], None
-    for tok in (alignment.tolist() if isinstance(alignment, Tensor) else alignment):
-        if tok != prev and tok != blank:
-            out.append(tok)
-        prev = tok
-    return out
-
-
-def collapse_alignments(alignments: Tensor, lengths: Tensor, blank: int = 0) -> list[list[int]]:
-    """Batched CTC collapse of padded alignments.
-
-    Args:
-        alignments (Tensor): shape `(B, T)`.
-        lengths (Tensor): shape `(B,)`, valid frames per row; frames past it are ignored.
-
-    Returns:
-        list[list[int]]: B token-id lists.
-    """
-    frames = torch.arange(alignments.shape[1], device=alignments.device)
-    prev = torch.nn.functional.pad(alignments[:, :-1], (1, 0), value=blank)  # (B, T)
-    keep = (alignments != blank) & (alignments != prev) & (frames < lengths[:, None])
-    return [row[k].tolist() for row, k in zip(alignments.cpu(), keep.cpu())]

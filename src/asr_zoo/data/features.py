@@ -1,4 +1,4 @@
-"""Feature helpers: Kaldi-style deltas, global mean/variance normalisation, padding.
+"""Feature helpers: Kaldi-style deltas and padding.
 
 Legend: B batch, T frames, F feature dim.
 """
@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["add_deltas", "pad_features", "lengths_to_padding_mask"]
+__all__ = ["add_deltas", "pad_features"]
 
 
 def _delta(x: Tensor, window: int = 2) -> Tensor:
@@ -32,8 +32,3 @@ def pad_features(feats: list[Tensor]) -> tuple[Tensor, Tensor]:
     lengths = torch.tensor([f.shape[0] for f in feats], dtype=torch.long)
     return torch.nn.utils.rnn.pad_sequence(feats, batch_first=True), lengths
 
-
-def lengths_to_padding_mask(lengths: Tensor, max_len: int | None = None) -> Tensor:
-    """`(B,)` lengths -> `(B, T)` bool mask, True at padding."""
-    max_len = int(lengths.max()) if max_len is None else max_len
-    return torch.arange(max_len, device=lengths.device)[None, :] >= lengths[:, None]

@@ -11,38 +11,27 @@ from collections import defaultdict
 import torch
 from torch import Tensor
 
-__all__ = ["ctc_greedy_decode", "ctc_prefix_beam_search", "collapse_ctc", "ctc_min_frames"]
+from ..tensors import lengths_to_valid_mask
 
-
-def ctc_min_frames(targets: Tensor, target_lengths: Tensor) -> Tensor:
-    """Fewest frames a CTC alignment of each target needs: U + number of adjacent repeats
-    (a blank must separate repeated labels).
-
-    Args:
-        targets (Tensor): shape `(B, S)`.
-        target_lengths (Tensor): shape `(B,)`.
-
-    Returns:
-        Tensor: shape `(B,)`, int64.
-    """
-    pos = torch.arange(1, targets.shape[1], device=targets.device)  # (S-1,)
-    repeat = (targets[:, 1:] == targets[:, :-1]) & (pos < target_lengths[:, None])  # (B, S-1)
-    return target_lengths + repeat.sum(1)
+__all__ = ["ctc_greedy_decode", "ctc_prefix_beam_search", "collapse_ctc"]
 
 
 def collapse_ctc(frames: Tensor, lengths: Tensor, blank: int = 0) -> list[list[int]]:
-    """Merge repeats and drop blanks of frame labels.
+    """CTC collapse, batched: merge repeats, then drop blanks (the one implementation, used by
+    decoding, alignment checks and the Imputer).
 
     Args:
-        frames (Tensor): shape `(B, T)` frame-level token ids.
-        lengths (Tensor): shape `(B,)` valid frames.
+        frames (Tensor): shape `(B, T)` frame-level token ids (alignments or argmaxes).
+        lengths (Tensor): shape `(B,)` valid frames; frames past it are ignored.
 
     Returns:
         list[list[int]]: the label sequence of each utterance.
+
+    >>> collapse_ctc(torch.tensor([[0, 3, 3, 0, 3, 5, 0]]), torch.tensor([7]))
+    [[3, 3, 5]]
     """
     prev = torch.nn.functional.pad(frames, (1, 0), value=-1)[:, :-1]
-    valid = torch.arange(frames.shape[1], device=frames.device)[None] < lengths[:, None]
-    keep = (frames != prev) & (frames != blank) & valid
+    keep = (frames != prev) & (frames != blank) & lengths_to_valid_mask(lengths, frames.shape[1])
     frames, keep = frames.cpu(), keep.cpu()
     return [frames[b][keep[b]].tolist() for b in range(frames.shape[0])]
 

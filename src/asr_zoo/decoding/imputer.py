@@ -38,9 +38,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from asr_zoo.align.viterbi import collapse_alignments
+from .ctc import collapse_ctc
 
-__all__ = ["imputer_decode", "collapse_alignments", "DECODING_STRATEGIES"]
+__all__ = ["imputer_decode", "DECODING_STRATEGIES"]
 
 StepFn = Callable[[Tensor], Tensor]
 

@@ -33,6 +33,7 @@ from torch import Tensor
 
 from ..data.tokenizer import BLANK_ID, SOS_EOS_ID
 from ..nn.decoder import TransformerDecoder
+from ..tensors import lengths_to_padding_mask, lengths_to_valid_mask
 
 __all__ = ["CTCPrefixScorer", "beam_search", "greedy_search", "max_lengths", "sequence_log_prob"]
 
@@ -140,7 +141,7 @@ class CTCPrefixScorer:
 
     def __init__(self, log_probs: Tensor, lengths: Tensor, blank: int = BLANK_ID, eos: int = SOS_EOS_ID):
         N, T, V = log_probs.shape
-        pad = torch.arange(T, device=log_probs.device)[None] >= lengths[:, None]  # (N, T)
+        pad = lengths_to_padding_mask(lengths, T)  # (N, T)
         certain_blank = torch.full((V,), NEG_INF, dtype=log_probs.dtype, device=log_probs.device)
         certain_blank[blank] = 0.0
         x = torch.where(pad[..., None], certain_blank, log_probs)
@@ -304,5 +305,5 @@ def sequence_log_prob(decoder: TransformerDecoder, memory: Tensor, memory_lens: 
     inputs, targets, lens = inputs.to(memory.device), targets.to(memory.device), lens.to(memory.device)
     log_probs = decoder(inputs, lens, memory, memory_lens).float().log_softmax(-1)  # (B, U, V)
     per_token = log_probs.gather(2, targets[..., None])[..., 0]  # (B, U)
-    valid = torch.arange(U, device=memory.device)[None] < lens[:, None]
+    valid = lengths_to_valid_mask(lens, U)
     return torch.where(valid, per_token, 0.0).sum(1)

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..decoding.ctc import ctc_min_frames
+from .ctc import ctc_min_frames
 
 __all__ = ["imputer_dp_loss", "MASKED"]
 

@@ -41,6 +41,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..tensors import lengths_to_valid_mask
+from .ctc import reduce_losses
+
 __all__ = ["reduce_losses", "rnnt_loss", "rnnt_loss_reference"]
 
 _REDUCTIONS = ("none", "sum", "mean", "mean_per_token")
@@ -118,7 +121,7 @@ def _torchaudio_losses(logits, targets, logit_lengths, target_lengths, blank, cl
     except Exception as e:  # ImportError, or OSError from a wheel linked against a missing CUDA
         raise RuntimeError(f"rnnt_loss(backend='torchaudio') needs an importable torchaudio ({e}); "
                            "use backend='asr_zoo'") from e
-    valid = torch.arange(targets.shape[1], device=targets.device)[None] < target_lengths[:, None]
+    valid = lengths_to_valid_mask(target_lengths, targets.shape[1])
     targets = torch.where(valid, targets, blank).int()  # torchaudio checks every entry
     logits = logits if logits.dtype == torch.float32 else logits.float()
     return taf.rnnt_loss(logits, targets, logit_lengths.int(), target_lengths.int(), blank=blank,
@@ -249,20 +252,6 @@ def _check_inputs(logits, targets, logit_lengths, target_lengths, blank, reducti
     if bool((bad_t | bad_u).any()):
         raise ValueError(f"lengths out of range: need 1 <= logit_lengths <= {T} "
                          f"and 0 <= target_lengths <= {U1 - 1}")
-
-
-def reduce_losses(losses: Tensor, target_lengths: Tensor, reduction: str) -> Tensor:
-    """Per-utterance losses `(B,)` -> the loss of ``reduction`` (see :func:`rnnt_loss`); shared by
-    every loss that follows the transducer's reductions (the auxiliary CTC of the objectives)."""
-    if reduction == "none":
-        return losses
-    if reduction == "sum":
-        return losses.sum()
-    if reduction == "mean":
-        return losses.mean()
-    if reduction == "mean_per_token":
-        return losses.sum() / target_lengths.sum().clamp(min=1).to(losses.dtype)
-    raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
 
 
 def _padded_labels(targets: Tensor, target_lengths: Tensor, blank: int, U1: int) -> Tensor:

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..data.features import lengths_to_padding_mask
+from ..tensors import lengths_to_padding_mask
 from .attention import ATTENTION, build_attention
 from .blocks import FeedForward, SinusoidalPositionalEncoding
 

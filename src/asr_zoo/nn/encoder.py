@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ..data.features import lengths_to_padding_mask
+from ..tensors import lengths_to_padding_mask
 from .attention import build_attention
 from .blocks import ConformerBlock, SinusoidalPositionalEncoding, TransformerBlock
 from .frontend import ConvFrontend, subsampled_lengths

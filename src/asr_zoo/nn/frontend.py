@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..tensors import lengths_to_valid_mask
+
 __all__ = ["ConvFrontend", "subsampled_lengths"]
 
 
@@ -65,5 +67,5 @@ class ConvFrontend(nn.Module):
 
 def _zero_padding(y: Tensor, lengths: Tensor) -> Tensor:
     """Zero the time steps of `(B, C, T, F)` beyond each utterance's length."""
-    valid = torch.arange(y.shape[2], device=y.device)[None, :] < lengths[:, None]  # (B, T)
+    valid = lengths_to_valid_mask(lengths, y.shape[2])  # (B, T)
     return y * valid[:, None, :, None]

@@ -10,13 +10,13 @@ from torch import Tensor, nn
 
 from ..config import choice
 from ..data.tokenizer import BLANK_ID
-from ..decoding.ctc import ctc_greedy_decode, ctc_min_frames, ctc_prefix_beam_search
-from ..losses.rnnt import reduce_losses
+from ..decoding.ctc import ctc_greedy_decode, ctc_prefix_beam_search
+from ..losses.ctc import ctc_min_frames, ctc_nll
 from ..nn.frontend import subsampled_lengths
 from .base import ASRModule, ObjectiveConfig
 from .registry import OBJECTIVES
 
-__all__ = ["CTCConfig", "CTCModule", "ctc_length_filter", "ctc_nll"]
+__all__ = ["CTCConfig", "CTCModule", "ctc_length_filter"]
 
 
 @dataclass
@@ -30,26 +30,6 @@ def ctc_length_filter(num_frames: int, ids: list[int]):
     have = int(subsampled_lengths(num_frames))
     need = int(ctc_min_frames(torch.tensor([ids]), torch.tensor([len(ids)]))[0])
     return None if have >= need else f"too short for CTC: {have} encoder frames < {need} needed by its labels"
-
-
-def ctc_nll(log_probs: Tensor, lengths: Tensor, tokens: Tensor, token_lens: Tensor,
-            reduction: str = "sum") -> Tensor:
-    """CTC negative log-likelihood (the main CTC loss and every auxiliary one).
-
-    Args:
-        log_probs (Tensor): shape `(B, T', V)`, per-frame log-probabilities (blank = id 0).
-        lengths (Tensor): shape `(B,)`, valid frames.
-        tokens (Tensor): shape `(B, U)`, padded labels.
-        token_lens (Tensor): shape `(B,)`, valid labels.
-        reduction (str): as :func:`asr_zoo.losses.rnnt.reduce_losses`: ``"sum"`` over the batch
-            (default), ``"mean"`` per utterance, ``"mean_per_token"`` or ``"none"`` `(B,)`.
-
-    Returns:
-        Tensor: float32; infeasible utterances (too few frames) contribute 0.
-    """
-    losses = F.ctc_loss(log_probs.transpose(0, 1).float(), tokens, lengths, token_lens,
-                        blank=BLANK_ID, reduction="none", zero_infinity=True)  # (B,)
-    return reduce_losses(losses, token_lens, reduction)
 
 
 @OBJECTIVES.register("ctc", config=CTCConfig)

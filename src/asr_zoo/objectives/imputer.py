@@ -24,9 +24,11 @@ from ..align.rollin import MASKING_POLICIES, fill_masked, rollin
 from ..align.store import load_alignments
 from ..config import ConfigError, choice
 from ..data.tokenizer import BLANK_ID
-from ..decoding.imputer import DECODING_STRATEGIES, collapse_alignments, imputer_decode
+from ..decoding.ctc import collapse_ctc
+from ..decoding.imputer import DECODING_STRATEGIES, imputer_decode
 from ..losses.imputer_dp import MASKED, imputer_dp_loss
 from ..utils import read_json, safe_torch_load
+from ..tensors import lengths_to_valid_mask
 from .base import ASRModule, ObjectiveConfig
 from .ctc import ctc_length_filter
 from .registry import OBJECTIVES
@@ -112,7 +114,7 @@ class ImputerModule(ASRModule):
         o = self.cfg.objective
         lengths = self.encoder.output_lengths(batch["feat_lens"])
         T, B = int(lengths.max()), len(batch["ids"])
-        valid = torch.arange(T, device=lengths.device)[None] < lengths[:, None]  # (B, T')
+        valid = lengths_to_valid_mask(lengths, T)  # (B, T')
         if self.training:
             expert = self._expert_batch(batch, T, lengths)
             options = {"block_size": o.block_size} if o.masking == "block" else {}
@@ -134,7 +136,7 @@ class ImputerModule(ASRModule):
         block = o.decode_block_size or o.block_size
         ali, steps = imputer_decode(lambda a: self.frame_log_probs(batch, a)[0], lengths, block,
                                     o.decode_strategy, mask_id=self.mask_id, blank=BLANK_ID)
-        return collapse_alignments(ali, lengths, BLANK_ID), [steps] * len(batch["ids"])
+        return collapse_ctc(ali, lengths, BLANK_ID), [steps] * len(batch["ids"])
 
 
 OBJECTIVES.register("imputer_dp", config=ImputerConfig)(ImputerModule)

@@ -27,11 +27,12 @@ from torch import Tensor, nn
 from ..config import bounded, choice
 from ..data.tokenizer import BLANK_ID
 from ..decoding.rnnt import RNNTHypotheses, rnnt_beam_search, rnnt_greedy_decode
+from ..losses.ctc import ctc_nll
 from ..losses.rnnt import BACKENDS, rnnt_loss
 from ..losses.rnnt_pruned import gather_pruned, prune_ranges, pruned_loss_scales, pruned_rnnt_loss, simple_rnnt_loss
 from ..nn.transducer import Joiner, build_predictor
 from .base import ASRModule, ObjectiveConfig
-from .ctc import ctc_length_filter, ctc_nll
+from .ctc import ctc_length_filter
 from .registry import OBJECTIVES
 
 __all__ = ["RNNTConfig", "RNNTModule"]

@@ -24,9 +24,11 @@ from torch import Tensor, nn
 from ..config import bounded, choice
 from ..data.tokenizer import BLANK_ID, SOS_EOS_ID
 from ..decoding.seq2seq import beam_search, greedy_search
+from ..losses.ctc import ctc_nll
 from ..nn.decoder import CAUSAL_DECODER_ATTENTION, TransformerDecoder
+from ..tensors import lengths_to_valid_mask
 from .base import ASRModule, ObjectiveConfig
-from .ctc import ctc_length_filter, ctc_nll
+from .ctc import ctc_length_filter
 from .registry import OBJECTIVES
 
 __all__ = ["Seq2SeqConfig", "Seq2SeqModule", "label_smoothed_cross_entropy", "teacher_forcing_io"]
@@ -91,7 +93,7 @@ def label_smoothed_cross_entropy(logits: Tensor, targets: Tensor, lengths: Tenso
     nll = -log_probs.gather(2, targets[..., None])[..., 0]  # (B, U)
     uniform = -log_probs.mean(-1)  # (B, U)
     per_token = (1 - smoothing) * nll + smoothing * uniform
-    valid = torch.arange(targets.shape[1], device=targets.device)[None] < lengths[:, None]
+    valid = lengths_to_valid_mask(lengths, targets.shape[1])
     return torch.where(valid, per_token, 0.0).sum()
 
 
@@ -118,7 +120,7 @@ class Seq2SeqModule(ASRModule):
         logits = self.decoder(inputs, lens, enc, enc_lens)
         norm = len(batch["ids"]) if o.loss_norm == "utterance" else int(lens.sum())
         att = label_smoothed_cross_entropy(logits, targets, lens, o.label_smoothing) / norm
-        valid = torch.arange(targets.shape[1], device=targets.device)[None] < lens[:, None]
+        valid = lengths_to_valid_mask(lens, targets.shape[1])
         extra = {"att_loss": att.detach(),
                  "token_acc": ((logits.argmax(-1) == targets) & valid).sum() / valid.sum()}
         if self.ctc_head is None:
