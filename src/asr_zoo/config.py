@@ -23,7 +23,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 __all__ = [
     "ConfigError", "DataConfig", "EncoderConfig", "TrainerConfig", "OptimConfig", "RunConfig",
-    "GROUPS", "choice", "bounded", "compose", "conf_dir", "group_choices", "save_config", "load_config",
+    "GROUPS", "choice", "bounded", "compose", "flatten", "config_differences", "RESULT_NEUTRAL_KEYS",
+    "RESUMABLE_KEYS", "conf_dir", "group_choices", "save_config", "load_config",
 ]
 
 
@@ -307,6 +308,35 @@ def _check_schema(node: DictConfig, schema, prefix: str) -> None:
                 raise ConfigError(f"invalid value {key}={value!r}; must be in {interval}")
         if f.default_factory is not MISSING_FACTORY and is_dataclass(f.default_factory()):
             _check_schema(value, type(f.default_factory()), key + ".")
+
+
+# ----------------------------------------------------------------------------------- comparing
+# Keys that never change what a run computes: a resumed or finished run may differ in them.
+RESULT_NEUTRAL_KEYS = ("run_dir", "trainer.num_threads", "trainer.progress_bar", "trainer.log_every_n_steps",
+                       "trainer.wandb", "trainer.wandb_project", "trainer.name", "data.num_workers",
+                       "data.root")
+# Keys an unfinished run may change when it resumes: its budget and the hardware it runs on.
+RESUMABLE_KEYS = ("trainer.max_steps", "trainer.max_epochs", "trainer.max_time", "trainer.accelerator",
+                  "trainer.devices", "trainer.strategy")
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    """Nested dicts -> ``{dotted.key: value}``."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def config_differences(old: DictConfig, new: DictConfig, allowed: tuple[str, ...] = RESULT_NEUTRAL_KEYS) -> list[str]:
+    """Dotted keys whose values differ (``key: old -> new``), the ``allowed`` ones left out."""
+    a = flatten(OmegaConf.to_container(old, resolve=True))
+    b = flatten(OmegaConf.to_container(new, resolve=True))
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
+            if a.get(k) != b.get(k) and not k.startswith(allowed)]
 
 
 def save_config(cfg: DictConfig, path: Path) -> None:

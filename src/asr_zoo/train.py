@@ -32,22 +32,13 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from .config import ConfigError, load_config, save_config
+from .config import RESULT_NEUTRAL_KEYS, RESUMABLE_KEYS, ConfigError, config_differences, load_config, save_config
 from .data.datamodule import ASRDataModule
 from .hardware import cpu_fast_bf16
 from .objectives import OBJECTIVES, build_module
 from .utils import atomic_replace, atomic_write_json, atomic_write_text, safe_torch_load
 
-__all__ = ["train", "resolve_run_dir", "AtomicCheckpointIO", "RESULT_NEUTRAL_KEYS"]
-
-# Keys that never change what a run computes: a resumed or finished run may differ in them.
-RESULT_NEUTRAL_KEYS = ("run_dir", "trainer.num_threads", "trainer.progress_bar", "trainer.log_every_n_steps",
-                       "trainer.wandb", "trainer.wandb_project", "trainer.name", "data.num_workers",
-                       "data.root")
-# Keys an unfinished run may change when it resumes: its budget and the hardware it runs on.
-RESUMABLE_KEYS = ("trainer.max_steps", "trainer.max_epochs", "trainer.max_time", "trainer.accelerator",
-                  "trainer.devices", "trainer.strategy")
-
+__all__ = ["train", "resolve_run_dir", "AtomicCheckpointIO"]
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Checkpoints written to a temporary file and renamed (a crash never leaves a torn one) and
@@ -160,24 +151,6 @@ def resolve_run_dir(cfg: DictConfig) -> Path:
     """
     return Path(cfg.run_dir.format(objective=cfg.objective.name, attention=cfg.attention.name,
                                    encoder=cfg.encoder.name, data=cfg.data.name, seed=cfg.seed))
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def config_differences(old: DictConfig, new: DictConfig, allowed: tuple[str, ...] = RESULT_NEUTRAL_KEYS) -> list[str]:
-    """Dotted keys whose values differ (``key: old -> new``), the ``allowed`` ones left out."""
-    a = _flat(OmegaConf.to_container(old, resolve=True))
-    b = _flat(OmegaConf.to_container(new, resolve=True))
-    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
-            if a.get(k) != b.get(k) and not k.startswith(allowed)]
 
 
 def _claim_run_dir(cfg: DictConfig, run_dir: Path) -> str:

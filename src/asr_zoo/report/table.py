@@ -40,12 +40,12 @@ def find_runs(paths: list[Path]) -> tuple[list[Path], list[str]]:
 def collect_rows(run_dirs: list[Path], split: str | None = None) -> list[dict]:
     """One row per results file of every run (optionally one split): results + training time,
     the run's seed and its config with ``seed`` and result-neutral keys left out (``group_key``)."""
-    from ..train import RESULT_NEUTRAL_KEYS, _flat
+    from ..config import RESULT_NEUTRAL_KEYS, flatten
 
     rows = []
     for run in map(Path, run_dirs):
         summary = read_json(run / "train_summary.json") if (run / "train_summary.json").exists() else {}
-        cfg = _flat(yaml.safe_load((run / "config.yaml").read_text()) or {})
+        cfg = flatten(yaml.safe_load((run / "config.yaml").read_text()) or {})
         seed = cfg.pop("seed", None)
         cfg = {k: v for k, v in cfg.items() if not k.startswith(RESULT_NEUTRAL_KEYS) and k != "data.root"}
         for f in sorted((run / "results").glob("*.json")):
