@@ -132,7 +132,7 @@ def objective_value(run_dir: Path, metric: str) -> float:
         split, key = metric.split("/", 1)
         value = read_json(run_dir / "results" / f"{split}.json")[key]
     if value is None:
-        raise ConfigError(f"{run_dir}: no {metric}")
+        raise ValueError(f"{run_dir}: no {metric}")
     return float(value)
 
 
@@ -354,7 +354,10 @@ def run_offline(spec: dict, sweep_dir: Path, count: int | None, workers: int, th
                                   "cuda" if worker.device is not None else "cpu"], worker.env(), log)
                 if rc != 0:
                     raise TrialFailed(f"eval exited {rc} (see {log})")
-            return objective_value(run_dir, metric)
+            try:
+                return objective_value(run_dir, metric)
+            except (OSError, KeyError, ValueError) as e:
+                raise TrialFailed(f"{run_dir}: no {metric} ({e})") from e
         finally:
             progress.running.discard(trial.number)
             slots.put(worker)

@@ -1,0 +1,65 @@
+"""Offline sweeps (Optuna in the sweep dir): a grid of 2 configs x 2 seeds makes 4 runs, a rerun
+none; a sweep killed mid-trial is completed by its rerun."""
+
+import json
+
+import yaml
+
+from asr_zoo.cli import main
+from asr_zoo.sweep import trial_overrides
+from conftest import tiny_train_args
+from faults import cli_cmd, default_env, kill_and_rerun
+
+
+def _sweep_yaml(path, corpus, runs, attentions, seeds, steps=4):
+    train = [a for a in tiny_train_args(corpus, runs / "{attention}-s{seed}", f"trainer.max_steps={steps}")
+             if not a.startswith("trainer.max_steps=4")]
+    spec = {"program": "asr-zoo", "method": "grid", "metric": {"name": "dev/wer", "goal": "minimize"},
+            "parameters": {"attention": {"values": attentions}, "seed": {"values": seeds}},
+            "command": ["${env}", "asr-zoo", *train, "${args_no_hyphens}"]}
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def _finished(runs):
+    return sorted(p.name for p in runs.iterdir() if (p / "train_summary.json").exists()
+                  and (p / "results" / "dev.json").exists())
+
+
+def test_grid_sweep_runs_each_point_once(tiny_corpus, tmp_path, capsys):
+    runs, sweep_dir = tmp_path / "runs", tmp_path / "sweep"
+    y = _sweep_yaml(tmp_path / "s.yaml", tiny_corpus, runs, ["softmax", "linear"], [0, 1])
+    assert main(["sweep", str(y), "--offline", "--dir", str(sweep_dir), "--workers", "2", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert _finished(runs) == ["linear-s0", "linear-s1", "softmax-s0", "softmax-s1"]
+    assert "[sweep 4/4 done, 0 running, 0 failed | best" in out
+    summary = json.loads((sweep_dir / "summary.json").read_text())
+    assert summary["complete"] == 4 and summary["failed"] == 0
+    assert all(t["value"] is not None for t in summary["trials"])
+    logs = sorted((sweep_dir / "logs").iterdir())
+    # a rerun starts no trial
+    assert main(["sweep", str(y), "--offline", "--dir", str(sweep_dir)]) == 0
+    assert "started" not in capsys.readouterr().out
+    assert sorted((sweep_dir / "logs").iterdir()) == logs
+    assert len(json.loads((sweep_dir / "summary.json").read_text())["trials"]) == 4
+    # and seeds group in compare
+    assert main(["compare", *map(str, runs.iterdir()), "--split", "dev"]) == 0
+    assert "| 2 |" in capsys.readouterr().out
+
+
+def test_killed_sweep_is_completed_by_rerun(tiny_corpus, tmp_path):
+    runs, sweep_dir = tmp_path / "runs", tmp_path / "sweep"
+    y = _sweep_yaml(tmp_path / "s.yaml", tiny_corpus, runs, ["softmax"], [0, 1], steps=40)
+    cmd = cli_cmd("sweep", y, "--offline", "--dir", sweep_dir, "--threads", "1")
+    report = kill_and_rerun(cmd, [6.0], env=default_env(1), watch=runs, timeout=600)
+    assert report.kills[0].landed, report.summary()
+    assert report.rerun.rc == 0, report.rerun.output[-3000:]
+    assert _finished(runs) == ["softmax-s0", "softmax-s1"]
+    summary = json.loads((sweep_dir / "summary.json").read_text())
+    assert summary["complete"] == 2 and summary["failed"] == 0
+
+
+def test_trial_overrides_fill_run_dir_and_threads():
+    cmd = ["${env}", "asr-zoo", "train", "run_dir=r/{objective}-{attention.clusters}-s{seed}", "${args_no_hyphens}"]
+    got = trial_overrides(cmd, {"attention.clusters": 8, "seed": 1}, threads=2)
+    assert got == ["run_dir=r/{objective}-8-s1", "attention.clusters=8", "seed=1", "trainer.num_threads=2"]
