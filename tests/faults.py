@@ -44,7 +44,8 @@ Typical use (see ``tests/test_kill9.py``)::
   in the report as ``leftovers``; a checkpoint that loads only with ``weights_only=False``
   is listed as a ``finding`` (such files cannot be loaded safely when untrusted).
 * :func:`assert_no_duplicates(root, cwd=None) <assert_no_duplicates>` -- utterance ids unique
-  in every cut set, JSONL manifest, hypotheses TSV, corpus report's drop list and split of
+  in every cut set, JSONL manifest, TSV keyed by ``utt_id`` (hypotheses), corpus report's
+  drop list and split of
   transcripts; every audio file of a LibriSpeech split listed in a transcript, once.
 
 Temporary names (what counts as a leftover): ``utils.atomic_replace`` writes
@@ -422,11 +423,10 @@ def assert_no_duplicates(root, cwd=None) -> Counter:
                 if d := dups(x.get("id") for x in dropped):
                     problems.append(f"{path}: dropped utterances listed more than once: {d[:10]}")
                 checked["reports"] += 1
-            elif name.endswith(".hyps.tsv"):
-                rows = _load_table(path, "\t")
-                if d := dups(r[0] for r in rows[1:]):
+            elif name.endswith(".tsv") and (rows := _load_table(path, "\t"))[0][:1] == ["utt_id"]:
+                if d := dups(r[0] for r in rows[1:]):  # hypotheses, per-utterance errors, ...
                     problems.append(f"{path}: utterances repeated: {d[:10]}")
-                checked["hypotheses"] += 1
+                checked["utterance tables"] += 1
         for ls in root.rglob("LibriSpeech"):
             for split in (p for p in ls.iterdir() if p.is_dir()):
                 listed = [(tf.parent, u) for tf in sorted(split.glob("*/*/*.trans.txt")) for u in _load_trans(tf)]
