@@ -11,7 +11,7 @@ def test_defaults_compose_and_validate():
 
 def test_group_choice_and_dotted_override():
     cfg = compose(["encoder=conformer", "encoder.num_layers=2", "optim.lr=0.5", "data.train_splits=[a,b]"])
-    assert cfg.encoder.name == "conformer" and cfg.encoder.num_layers == 2
+    assert cfg.encoder.block == "conformer" and cfg.encoder.num_layers == 2
     assert cfg.optim.lr == 0.5 and list(cfg.data.train_splits) == ["a", "b"]
 
 

@@ -88,7 +88,8 @@ class DataConfig:
 
 @dataclass
 class EncoderConfig:
-    name: str = choice("transformer", "conformer")  # block type
+    name: str = "transformer"  # label of this encoder preset (run_dir {encoder})
+    block: str = choice("transformer", "conformer")  # block type
     frontend: str = choice("conv2d", "imputer_conv")  # 2 x 3x3 conv, stride 2 | 2 x 11x3 conv, stride 2x1
     frontend_channels: int = 64  # channels of the conv front-end
     d_model: int = 144
@@ -103,7 +104,7 @@ class EncoderConfig:
 
 @dataclass
 class TrainerConfig:
-    name: str = "cpu"
+    name: str = "cpu"  # label of this trainer preset (run_dir {trainer})
     accelerator: str = "auto"  # cpu | gpu | auto
     devices: Any = 1  # number of devices or "auto"
     strategy: str = "auto"  # auto | ddp | ddp_spawn | ...
@@ -289,9 +290,14 @@ def _check_values(cfg: DictConfig) -> None:
     _check_schema(cfg, RunConfig, "")
     for group, schema_of in GROUPS.items():
         _check_schema(cfg[group], schema_of(cfg[group].name), f"{group}.")
-    e = cfg.encoder
+    e, a = cfg.encoder, cfg.attention
     if e.d_model % e.num_heads:
         raise ConfigError(f"encoder.d_model={e.d_model} must be divisible by encoder.num_heads={e.num_heads}")
+    if e.block == "conformer" and not e.pre_ln:
+        raise ConfigError("encoder.pre_ln=false needs encoder.block=transformer (Conformer blocks are always pre-LN)")
+    if a.name == "linear" and a.dropout > 0:
+        raise ConfigError(f"attention.dropout={a.dropout} has no effect on linear attention (it forms no weights); "
+                          "use encoder.dropout")
 
 
 def _check_schema(node: DictConfig, schema, prefix: str) -> None:
@@ -349,6 +355,8 @@ def save_config(cfg: DictConfig, path: Path) -> None:
 def load_config(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
     """Load a saved run config (re-validated against the schemas) and apply overrides."""
     saved = _load_yaml(Path(path))
+    if "block" not in saved.get("encoder", {}):  # saved before encoder.block existed: name was the block
+        saved.encoder.block = saved.encoder.name
     # Rebuild every group from its schema so that saved configs are validated too.
     cfg = OmegaConf.structured(RunConfig)
     OmegaConf.set_struct(cfg, False)

@@ -142,15 +142,17 @@ class ResumableCSVLogger(CSVLogger):
 
 
 def resolve_run_dir(cfg: DictConfig) -> Path:
-    """``run_dir`` with ``{objective}``, ``{attention}``, ``{encoder}``, ``{data}`` and ``{seed}``
-    filled in, so one sweep command line names each run by its choices.
+    """``run_dir`` with ``{objective}``, ``{attention}``, ``{encoder}``, ``{data}``, ``{trainer}``
+    and ``{seed}`` filled in (the presets' names), so one sweep command line names each run by its
+    choices.
 
     >>> from asr_zoo.config import compose
     >>> str(resolve_run_dir(compose(["run_dir=runs/{objective}-{attention}", "attention=linear"])))
     'runs/ctc-linear'
     """
     return Path(cfg.run_dir.format(objective=cfg.objective.name, attention=cfg.attention.name,
-                                   encoder=cfg.encoder.name, data=cfg.data.name, seed=cfg.seed))
+                                   encoder=cfg.encoder.name, data=cfg.data.name, trainer=cfg.trainer.name,
+                                   seed=cfg.seed))
 
 
 def _claim_run_dir(cfg: DictConfig, run_dir: Path) -> str:

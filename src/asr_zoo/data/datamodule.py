@@ -169,6 +169,3 @@ class ASRDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.dev_cuts, self.eval_set, shuffle=False)
-
-    def eval_cuts(self, split: str) -> CutSet:
-        return self.data.features(split, num_jobs=max(1, self.cfg.num_workers))

@@ -33,12 +33,12 @@ class Encoder(nn.Module):
 
         def block():
             attn = build_attention(attention_cfg, D, cfg.num_heads)
-            if cfg.name == "conformer":
+            if cfg.block == "conformer":
                 return ConformerBlock(attn, D, cfg.ffn_dim, cfg.dropout, cfg.conv_kernel)
             return TransformerBlock(attn, D, cfg.ffn_dim, cfg.dropout, cfg.pre_ln)
 
         self.blocks = nn.ModuleList(block() for _ in range(cfg.num_layers))
-        self.final_norm = nn.LayerNorm(D) if cfg.pre_ln and cfg.name == "transformer" else nn.Identity()
+        self.final_norm = nn.LayerNorm(D) if cfg.pre_ln and cfg.block == "transformer" else nn.Identity()
 
     @staticmethod
     def output_lengths(lengths):
@@ -64,13 +64,6 @@ class Encoder(nn.Module):
         for blk in self.blocks:
             x = blk(x, pad_mask)
         return self.final_norm(x), lengths
-
-    def swap_attention(self, attention_cfg) -> None:
-        """Replace every block's attention kernel, keeping the trained projections."""
-        for blk in self.blocks:
-            new = build_attention(attention_cfg, self.d_model, blk.attn.num_heads)
-            new.load_state_dict(blk.attn.state_dict())
-            blk.attn = new.to(next(blk.parameters()).device)
 
 
 def build_encoder(in_dim: int, cfg, attention_cfg) -> Encoder:
