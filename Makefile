@@ -8,12 +8,12 @@ DATA ?= data/synth
 RUNS ?= runs
 # Pins the local CPU torch wheel on the project's machines; users may point this elsewhere.
 CONSTRAINTS ?= constraints.txt
-DEMO_RUN ?= $(RUNS)/demo-ctc-softmax
+DEMO_RUN ?= $(RUNS)/demo-ctc
 DEMO_ARGS ?=
 
 .PHONY: help venv demo test test-fast data bench clean
 help:
-	@echo "make demo    - build the env, synthesise the default corpus, train + evaluate CTC, print the table"
+	@echo "make demo    - build the env, synthesise the default corpus, train + compare CTC, Imputer-DP, seq2seq (table + plot)"
 	@echo "make test    - build the env and run the test suite"
 	@echo "make bench   - attention / RNN-T loss / Imputer loss benchmarks (figures in runs/bench)"
 
@@ -28,10 +28,26 @@ venv: $(BIN)/.installed
 data: venv
 	$(BIN)/asr-zoo prepare synth --out $(DATA)
 
+# The comparison demo: CTC, Imputer-DP (from CTC's Viterbi alignments, initialised from its weights)
+# and seq2seq (hybrid CTC/attention, beam 4) on one shared budget, as two 1-thread pipelines side
+# by side: [CTC -> align -> Imputer-DP] and [seq2seq]. Each stage is resumable (rerun = skip).
+DEMO_STEPS ?= 1000
+DEMO_DP_STEPS ?= 500
+DEMO_TRAIN = $(BIN)/asr-zoo train data=synth data.root=$(DATA) encoder=conformer attention=softmax trainer=demo \
+	trainer.num_threads=1 optim.warmup_steps=200 $(DEMO_ARGS)
+DEMO_EVAL = OMP_NUM_THREADS=1 $(BIN)/asr-zoo eval
 demo: data
-	$(BIN)/asr-zoo train data=synth data.root=$(DATA) objective=ctc encoder=conformer attention=softmax trainer=demo run_dir=$(DEMO_RUN) $(DEMO_ARGS)
-	$(BIN)/asr-zoo eval $(DEMO_RUN) --split test
-	$(BIN)/asr-zoo compare $(DEMO_RUN) --out $(RUNS)/demo-table
+	set -e; export OMP_NUM_THREADS=1; \
+	( $(DEMO_TRAIN) objective=ctc trainer.max_steps=$(DEMO_STEPS) run_dir=$(RUNS)/demo-ctc \
+	  && $(BIN)/asr-zoo align $(RUNS)/demo-ctc --split train \
+	  && $(DEMO_TRAIN) objective=imputer_dp objective.expert=$(RUNS)/demo-ctc trainer.max_steps=$(DEMO_DP_STEPS) \
+	       run_dir=$(RUNS)/demo-imputer_dp \
+	  && $(DEMO_EVAL) $(RUNS)/demo-ctc --split test && $(DEMO_EVAL) $(RUNS)/demo-imputer_dp --split test ) & a=$$!; \
+	( $(DEMO_TRAIN) objective=seq2seq trainer.max_steps=$(DEMO_STEPS) run_dir=$(RUNS)/demo-seq2seq \
+	  && $(DEMO_EVAL) $(RUNS)/demo-seq2seq --split test ) & b=$$!; \
+	ra=0; rb=0; wait $$a || ra=$$?; wait $$b || rb=$$?; test $$ra = 0 && test $$rb = 0
+	$(BIN)/asr-zoo compare $(RUNS)/demo-ctc $(RUNS)/demo-imputer_dp $(RUNS)/demo-seq2seq --split test \
+	  --baseline demo-ctc --out $(RUNS)/demo-report/
 
 test: venv
 	OMP_NUM_THREADS=2 $(BIN)/python -m pytest -q
