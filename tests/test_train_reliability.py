@@ -248,7 +248,7 @@ def _fake_timings(monkeypatch, slow_dtype_ratio: float):
         calls.append(fn)
         return 1.0 if len(calls) % 2 == 0 else slow_dtype_ratio  # candidate first, float32 second
 
-    monkeypatch.setattr(hardware, "_median_seconds", median_seconds)
+    monkeypatch.setattr(hardware, "median_seconds", median_seconds)
 
 
 def test_slow_bf16_and_int8_are_not_chosen(probes):

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import functools
 import os
-import time
 from typing import Callable
 
 import torch
+
+from .timing import median_seconds
 
 __all__ = ["cpu_capability", "cpu_fast_bf16", "cpu_bf16_lstm", "cpu_int8_mm_runs", "cpu_fast_int8_mm", "cpu_arithmetic",
            "faster_than", "cpu_autocast_ok"]
@@ -39,16 +40,6 @@ def _forced() -> str | None:
     if mode not in ("probe", "fp32", "native"):
         raise ValueError(f"ASR_ZOO_CPU_ARITH={mode!r}; valid choices: probe, fp32, native")
     return None if mode == "probe" else mode
-
-
-def _median_seconds(fn: Callable[[], object], reps: int = 5) -> float:
-    fn()  # warm-up (allocations, kernel selection)
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return sorted(times)[len(times) // 2]
 
 
 def faster_than(candidate_s: float, reference_s: float, tolerance: float = 1.0) -> bool:
@@ -74,7 +65,7 @@ def cpu_fast_bf16() -> bool:
         return forced == "native"
     a = torch.randn(256, 256)
     b = a.to(torch.bfloat16)
-    return faster_than(_median_seconds(lambda: b @ b), _median_seconds(lambda: a @ a), tolerance=1.5)
+    return faster_than(median_seconds(lambda: b @ b), median_seconds(lambda: a @ a), tolerance=1.5)
 
 
 @functools.cache
@@ -107,7 +98,7 @@ def cpu_fast_int8_mm() -> bool:
         return forced == "native"
     a8, b8 = torch.ones(128, 128, dtype=torch.int8), torch.ones(128, 2048, dtype=torch.int8)
     af, bf = a8.float(), b8.float()
-    return faster_than(_median_seconds(lambda: torch._int_mm(a8, b8)), _median_seconds(lambda: af @ bf))
+    return faster_than(median_seconds(lambda: torch._int_mm(a8, b8)), median_seconds(lambda: af @ bf))
 
 
 def cpu_autocast_ok(dtype: torch.dtype) -> bool:

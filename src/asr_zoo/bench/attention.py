@@ -33,7 +33,6 @@ import json
 import os
 import statistics
 import sys
-import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -41,6 +40,7 @@ import torch
 
 from asr_zoo.bench.memory import peak_memory_bytes
 from asr_zoo.hardware import cpu_arithmetic
+from asr_zoo.timing import time_calls
 from asr_zoo.nn.attention import ATTENTION, build_attention
 
 __all__ = ["add_arguments", "clustered_queries", "main", "run"]
@@ -152,17 +152,9 @@ def _measure_type(name: str, n: int, device: torch.device, repeats: int, fwdbwd:
 
 
 def _time(fn, repeats: int, device: torch.device) -> tuple[list[float], list[float]]:
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    fn()  # warm-up
-    times, cpu = [], []
-    for _ in range(repeats):
-        sync()
-        start, cpu_start = time.perf_counter(), time.process_time()
-        fn()
-        sync()
-        times.append(1e3 * (time.perf_counter() - start))
-        cpu.append(1e3 * (time.process_time() - cpu_start))
-    return times, cpu
+    """Wall-clock and CPU milliseconds of each call."""
+    wall, cpu = time_calls(fn, repeats, device)
+    return [1e3 * t for t in wall], [1e3 * t for t in cpu]
 
 
 def _add_ratios(records: list[dict]) -> None:

@@ -18,7 +18,6 @@ import argparse
 import json
 import platform
 import statistics
-import time
 from pathlib import Path
 
 import torch
@@ -27,6 +26,7 @@ import torch.nn.functional as F
 from asr_zoo.align.rollin import bernoulli_mask, fill_masked
 from asr_zoo.align.viterbi import ctc_viterbi
 from asr_zoo.losses.imputer_dp import MASKED, imputer_dp_loss
+from asr_zoo.timing import interleaved_seconds
 
 __all__ = ["add_arguments", "run"]
 
@@ -44,24 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _median_ms(fns: dict, device: torch.device, warmup: int, repeats: int) -> dict[str, float]:
-    """Median wall time (ms) of each function, timed in interleaved rounds so that load
-    from other processes hits every function alike."""
-
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            sync()
-            start = time.perf_counter()
-            fn()
-            sync()
-            times[name].append(time.perf_counter() - start)
+    """Median wall time (ms) of each function, timed in interleaved rounds."""
+    times = interleaved_seconds(fns, repeats, device, warmup)
     return {name: 1000 * statistics.median(ts) for name, ts in times.items()}
 
 

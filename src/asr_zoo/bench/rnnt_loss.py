@@ -25,12 +25,12 @@ import argparse
 import json
 import os
 import statistics
-import time
 from pathlib import Path
 
 import torch
 
 from asr_zoo.bench.memory import peak_memory_bytes
+from asr_zoo.timing import time_calls
 from asr_zoo.losses.rnnt import rnnt_loss, rnnt_loss_reference
 
 __all__ = ["SHAPES", "add_arguments", "run", "main"]
@@ -98,7 +98,6 @@ def _inputs(shape, device, seed=0):
 
 def _measure(impl, loss_fn, shape, device, repeats) -> dict:
     logits, targets, logit_lengths, target_lengths = _inputs(shape, device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     loss_value = []
 
     def step():
@@ -107,15 +106,7 @@ def _measure(impl, loss_fn, shape, device, repeats) -> dict:
         loss.backward()
         loss_value.append(loss.item())
 
-    step()  # warm-up
-    times, cpu_times = [], []
-    for _ in range(repeats):
-        sync()
-        start, cpu_start = time.perf_counter(), time.process_time()
-        step()
-        sync()
-        times.append(time.perf_counter() - start)
-        cpu_times.append(time.process_time() - cpu_start)
+    times, cpu_times = time_calls(step, repeats, device)
     logits.grad = None
     peak = peak_memory_bytes(step, device)
     logits_bytes = logits.numel() * logits.element_size()

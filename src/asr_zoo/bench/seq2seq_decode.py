@@ -27,14 +27,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
-import time
 from pathlib import Path
 
 import torch
 
 from asr_zoo.decoding.seq2seq import beam_search, greedy_search
 from asr_zoo.nn.decoder import TransformerDecoder
+from asr_zoo.timing import median_seconds
 
 __all__ = ["add_arguments", "run", "main"]
 
@@ -105,23 +104,6 @@ def _decoder(args, attention: str, device) -> TransformerDecoder:
     return decoder.to(device).eval()
 
 
-def _sync(device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def _median_seconds(fn, repeats: int, device) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def _time_search(decoder, args, batch: int, beam: int, use_cache: bool, device) -> float:
     g = torch.Generator().manual_seed(1)
     memory = torch.randn(batch, args.frames, args.d_model, generator=g).to(device)
@@ -135,7 +117,7 @@ def _time_search(decoder, args, batch: int, beam: int, use_cache: bool, device) 
             hyps, _, _ = beam_search(decoder, memory, lens, beam, 1.0, ratio, use_cache=use_cache)
         assert all(len(h) == args.tokens for h in hyps)
 
-    return _median_seconds(search, args.repeats, device) / (batch if batch == 1 else 1)
+    return median_seconds(search, args.repeats, device) / (batch if batch == 1 else 1)
 
 
 @torch.no_grad()
@@ -149,9 +131,9 @@ def _time_step(decoder, args, length: int, use_cache: bool, device) -> float:
         state = decoder.init_state(memory, lens)
         for u in range(length):
             _, state = decoder.step(prefix[:, u], state)
-        return _median_seconds(lambda: decoder.step(prefix[:, length], state), args.repeats * 5, device)
+        return median_seconds(lambda: decoder.step(prefix[:, length], state), args.repeats * 5, device)
     full_lens = torch.full((rows,), length + 1, device=device)
-    return _median_seconds(lambda: decoder(prefix, full_lens, memory, lens)[:, -1], args.repeats * 5, device)
+    return median_seconds(lambda: decoder(prefix, full_lens, memory, lens)[:, -1], args.repeats * 5, device)
 
 
 def _markdown(records) -> str:
