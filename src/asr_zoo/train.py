@@ -45,11 +45,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     read with ``weights_only=True`` (a crafted pickle is refused, never executed)."""
 
     def save_checkpoint(self, checkpoint, path, storage_options=None):
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-        torch.save(checkpoint, tmp)
-        os.replace(tmp, path)
+        atomic_replace(Path(path), lambda tmp: torch.save(checkpoint, tmp))
 
     def load_checkpoint(self, path, map_location=None, weights_only=None):
         return safe_torch_load(Path(path), map_location=map_location or "cpu")

@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_text", "atomic_write_json", "read_json", "atomic_replace", "safe_torch_load",
+__all__ = ["atomic_write_text", "atomic_write_json", "read_json", "atomic_replace", "remove_stale_temps", "safe_torch_load",
            "UntrustedFileError"]
 
 
@@ -17,10 +17,13 @@ class UntrustedFileError(ValueError):
 
 
 def atomic_replace(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` then rename ``tmp_path`` onto ``path`` (same directory, atomic)."""
+    """Call ``write(tmp_path)`` then rename ``tmp_path`` onto ``path`` (same directory, atomic):
+    a crash or ``kill -9`` leaves the old file or the new one, never a torn one. The temporary
+    is ``.tmp-<random>-<name>`` (it keeps the suffixes, for writers that choose the format by
+    them); :func:`remove_stale_temps` clears those a killed write left behind."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=f"-{path.name}")
     os.close(fd)
     try:
         write(Path(tmp))
@@ -28,6 +31,19 @@ def atomic_replace(path: Path, write) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temps(directory: Path, name: str = "*", recursive: bool = False) -> int:
+    """Delete the temporaries of :func:`atomic_replace` writes of ``name`` (a glob) that a killed
+    process left in ``directory``; returns how many. Call it only where no other process is
+    writing (at the start of a stage that owns the directory)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return 0
+    stale = list((directory.rglob if recursive else directory.glob)(f".tmp-*-{name}"))
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return len(stale)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -14,7 +14,6 @@ Layout (every file written atomically; a finished stage is skipped on rerun)::
 from __future__ import annotations
 
 import logging
-import os
 from itertools import islice
 from pathlib import Path
 
@@ -31,10 +30,7 @@ log = logging.getLogger(__name__)
 
 
 def _save_cuts(cuts: CutSet, path: Path) -> None:
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")  # keeps the .jsonl.gz suffix
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cuts.to_file(tmp)
-    os.replace(tmp, path)
+    atomic_replace(path, lambda tmp: cuts.to_file(tmp))  # the temporary keeps the .jsonl.gz suffix
 
 
 def _audio_problem(cut) -> str | None:
