@@ -219,14 +219,36 @@ def pruned_rnnt_loss(logits: Tensor, ranges: Tensor, targets: Tensor, logit_leng
     acc = torch.float64 if logits.dtype == torch.float64 else torch.float32
     labels = _padded_labels(targets, target_lengths, blank, U1)  # (B, U+1)
     band_labels = labels.gather(1, ranges.reshape(B, T * S)).view(B, T, S, 1)
-    log_probs = logits.to(acc).log_softmax(-1)  # (B, T, S, V): S/(U+1) of the full lattice
-    lpb_band = log_probs[..., blank]  # (B, T, S)
-    lpy_band = log_probs.gather(3, band_labels).squeeze(3)  # (B, T, S)
+    lpb_band, lpy_band = _BandLogProbs.apply(logits, band_labels, blank, acc)  # (B, T, S) each
     neg_inf = logits.new_full((B, T, U1), float("-inf"), dtype=acc)
     lpb = neg_inf.scatter(2, ranges, lpb_band)  # (B, T, U+1), -inf outside the band
     lpy = neg_inf.scatter(2, ranges, lpy_band)
     losses, _, _ = lattice_rnnt_loss(lpb, lpy, logit_lengths, target_lengths)
     return reduce_losses(losses, target_lengths, reduction)
+
+
+class _BandLogProbs(torch.autograd.Function):
+    """logits `(B, T, S, V)`, labels `(B, T, S, 1)` -> ``log_softmax`` at blank and at the label,
+    `(B, T, S)` each, with the fused gradient ``g_b onehot(blank) + g_y onehot(y) - (g_b + g_y)
+    softmax``: no log-probability tensor is kept, the gradient is the one full-size allocation."""
+
+    @staticmethod
+    def forward(ctx, logits, labels, blank, acc):
+        lse = torch.logsumexp(logits.to(acc), -1)  # (B, T, S)
+        lpb = logits[..., blank].to(acc) - lse
+        lpy = logits.gather(3, labels).squeeze(3).to(acc) - lse
+        ctx.save_for_backward(logits, labels, lse)
+        ctx.blank = blank
+        return lpb, lpy
+
+    @staticmethod
+    def backward(ctx, grad_b, grad_y):
+        logits, labels, lse = ctx.saved_tensors
+        total = grad_b + grad_y  # (B, T, S)
+        grad = (logits.to(lse.dtype) - lse[..., None]).exp_().mul_(-total[..., None])  # (B, T, S, V)
+        grad[..., ctx.blank] += grad_b
+        grad.scatter_add_(3, labels, grad_y[..., None])
+        return grad.to(logits.dtype), None, None, None
 
 
 def pruned_loss_scales(step: int, warm_step: int, simple_loss_scale: float = 0.5) -> tuple[float, float]:

@@ -27,12 +27,11 @@ from torch import Tensor, nn
 from ..config import bounded, choice
 from ..data.tokenizer import BLANK_ID
 from ..decoding.rnnt import RNNTHypotheses, rnnt_beam_search, rnnt_greedy_decode
-from ..losses.ctc import ctc_nll
 from ..losses.rnnt import BACKENDS, rnnt_loss
 from ..losses.rnnt_pruned import gather_pruned, prune_ranges, pruned_loss_scales, pruned_rnnt_loss, simple_rnnt_loss
 from ..nn.transducer import Joiner, build_predictor
 from .base import ASRModule, ObjectiveConfig
-from .ctc import ctc_length_filter
+from .ctc import ctc_length_filter, ctc_nll
 from .registry import OBJECTIVES
 
 __all__ = ["RNNTConfig", "RNNTModule"]
@@ -109,6 +108,7 @@ class RNNTModule(ASRModule):
         ranges = prune_ranges(occupancy, lengths, token_lens, o.prune_range)  # (B, T, S)
         band = gather_pruned(self.joiner.predictor_proj(pred), ranges)  # (B, T, S, J)
         logits = self.joiner.join(self.joiner.encoder_proj(enc)[:, :, None], band)  # (B, T, S, V)
+        del band  # backward does not need it: free it before the loss's allocations
         pruned = pruned_rnnt_loss(logits, ranges, tokens, lengths, token_lens, BLANK_ID, o.reduction)
         w_simple, w_pruned = pruned_loss_scales(self.global_step, o.prune_warm_step, o.simple_loss_scale)
         return w_simple * simple + w_pruned * pruned, {"simple_loss": simple.detach(), "pruned_loss": pruned.detach()}
