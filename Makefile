@@ -56,6 +56,7 @@ bench: venv
 	$(BIN)/asr-zoo bench attention --out $(RUNS)/bench
 	$(BIN)/asr-zoo bench rnnt-loss --out $(RUNS)/bench
 	$(BIN)/asr-zoo bench imputer-loss --out $(RUNS)/bench
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/asr-zoo bench train-step --out $(RUNS)/bench --threads 2
 
 clean:
 	rm -rf $(RUNS) build

@@ -29,6 +29,7 @@ BENCHES = {
     "rnnt-loss": "asr_zoo.bench.rnnt_loss",
     "imputer-loss": "asr_zoo.bench.imputer_loss",
     "seq2seq-decode": "asr_zoo.bench.seq2seq_decode",
+    "train-step": "asr_zoo.bench.train_step",
 }
 
 
