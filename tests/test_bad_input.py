@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 from lhotse import CutSet, MonoCut, Recording
 
-from asr_zoo.config import DataConfig, TokenizerConfig
+from asr_zoo.schemas import DataConfig, TokenizerConfig
 from asr_zoo.data.corpora import BadUtterance, normalize_text, read_librispeech_split
 from asr_zoo.data.datamodule import ASRDataModule
 from asr_zoo.data.prepare import PreparedData

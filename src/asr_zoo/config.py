@@ -1,4 +1,5 @@
-"""Typed configuration: dataclass schemas, ``conf/`` groups, and validated command-line overrides.
+"""Composed configuration: ``conf/`` groups and command-line overrides validated against the
+typed defaults of :mod:`asr_zoo.schemas`.
 
 A run's config is composed from ``conf/config.yaml`` (top-level defaults and the default choice
 of every group) plus one YAML per group (``conf/<group>/<choice>.yaml``), then command-line
@@ -14,16 +15,17 @@ and a wrong choice fails with the valid choices.
 from __future__ import annotations
 
 import os
-from dataclasses import MISSING as MISSING_FACTORY, dataclass, field, fields, is_dataclass
+from dataclasses import MISSING as MISSING_FACTORY, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from .schemas import ATTENTION_SCHEMAS, OBJECTIVE_SCHEMAS, DataConfig, EncoderConfig, RunConfig, TrainerConfig
+
 __all__ = [
-    "ConfigError", "DataConfig", "EncoderConfig", "TrainerConfig", "OptimConfig", "RunConfig",
-    "GROUPS", "choice", "bounded", "compose", "flatten", "config_differences", "RESULT_NEUTRAL_KEYS",
+    "ConfigError", "GROUPS", "compose", "flatten", "config_differences", "RESULT_NEUTRAL_KEYS",
     "RESUMABLE_KEYS", "conf_dir", "group_choices", "save_config", "load_config",
 ]
 
@@ -32,133 +34,21 @@ class ConfigError(ValueError):
     """A config key, value or choice is invalid; the message names it and the valid options."""
 
 
-def choice(default: str, *others: str):
-    """A string field that must be one of ``default, *others``: declared once, next to the
-    field, and checked whenever a config is composed (before any data is touched)."""
-    return field(default=default, metadata={"choices": (default, *others)})
+def _schema(kind: str, table: dict[str, type]):
+    def lookup(name: str) -> type:
+        if name not in table:
+            raise KeyError(f"unknown {kind} {name!r}; valid choices: {', '.join(table)}")
+        return table[name]
 
-
-def bounded(default, low=None, high=None, *, high_open: bool = False):
-    """A number field that must lie in ``[low, high]`` (``[low, high)`` with ``high_open``)."""
-    return field(default=default, metadata={"range": (low, high, high_open)})
-
-
-# ----------------------------------------------------------------------------------- schemas
-@dataclass
-class TokenizerConfig:
-    type: str = choice("bpe", "unigram", "char")  # sentencepiece model type
-    vocab_size: int = 256  # including <blk>, <sos/eos>, <unk>; ignored for char
-
-
-@dataclass
-class FeatureConfig:
-    num_mel_bins: int = 80  # Kaldi-style log-mel filterbank channels
-    deltas: bool = False  # append Δ and ΔΔ (x3 feature dim), computed on the fly
-
-
-@dataclass
-class SpecAugmentConfig:
-    enabled: bool = True
-    num_frame_masks: int = 2  # time masks per utterance (scaled by length, lhotse semantics)
-    frames_mask_size: int = 40  # max width of a time mask (input frames)
-    num_feature_masks: int = 2  # frequency masks
-    features_mask_size: int = 15  # max width of a frequency mask (mel bins)
-    time_warp_factor: int = 0  # 0 disables time warping
-    max_frames_mask_fraction: float = 0.15  # cap of masked time fraction
-
-
-@dataclass
-class DataConfig:
-    name: str = "synth"  # label of this data config
-    root: str = "data/synth"  # the directory given to `asr-zoo prepare ... --out`
-    format: str = choice("librispeech", "manifest")  # LibriSpeech/<split>/... layout | JSONL manifests
-    train_splits: list = field(default_factory=lambda: ["train"])  # split names (dirs or manifests)
-    dev_split: str = "dev"  # validation split (WER each epoch, best checkpoint)
-    test_split: str = "test"  # default split of `asr-zoo eval`
-    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
-    features: FeatureConfig = field(default_factory=FeatureConfig)
-    specaugment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
-    max_duration: float = 120.0  # seconds of audio per training batch (before padding)
-    num_buckets: int = 10  # duration buckets of the dynamic bucketing sampler
-    max_utt_duration: float = 30.0  # drop longer training utterances (reported)
-    min_utt_duration: float = 0.3  # drop shorter training utterances (reported)
-    num_workers: int = 1  # dataloader worker processes
-    on_bad_utterance: str = choice("drop", "fail")  # drop (and report) | fail
-
-
-@dataclass
-class EncoderConfig:
-    name: str = "transformer"  # label of this encoder preset (run_dir {encoder})
-    block: str = choice("transformer", "conformer")  # block type
-    frontend: str = choice("conv2d", "imputer_conv")  # 2 x 3x3 conv, stride 2 | 2 x 11x3 conv, stride 2x1
-    frontend_channels: int = 64  # channels of the conv front-end
-    d_model: int = 144
-    num_layers: int = 4
-    num_heads: int = 4
-    ffn_dim: int = 576
-    dropout: float = 0.1
-    pre_ln: bool = True  # pre-LayerNorm (stable) or post-LayerNorm (the thesis' choice)
-    scale_input: bool = True  # multiply the front-end output by sqrt(d_model) before adding positions
-    conv_kernel: int = 15  # depthwise kernel of the Conformer convolution module
-
-
-@dataclass
-class TrainerConfig:
-    name: str = "cpu"  # label of this trainer preset (run_dir {trainer})
-    accelerator: str = "auto"  # cpu | gpu | auto
-    devices: Any = 1  # number of devices or "auto"
-    strategy: str = "auto"  # auto | ddp | ddp_spawn | ...
-    precision: str = choice("32-true", "bf16-mixed", "16-mixed", "64-true")  # bf16 falls back to 32 on CPUs without fast bf16
-    max_steps: int = -1  # -1: bounded by max_epochs
-    max_epochs: int = 30
-    max_time: Optional[str] = None  # "DD:HH:MM:SS" wall-clock cap
-    val_every_n_epochs: int = 1
-    val_max_utts: int = 0  # 0: validate on the whole dev split; >0: its first N utterances
-    gradient_clip_val: float = 5.0
-    max_consecutive_bad_steps: int = bounded(20, 1)  # stop when this many steps in a row have a NaN/Inf loss or gradient
-    accumulate_grad_batches: int = 1
-    log_every_n_steps: int = 20
-    num_threads: int = 0  # torch intra-op threads (0: leave torch's default)
-    progress_bar: bool = True
-    wandb: str = choice("offline", "online", "disabled")
-    wandb_project: str = "asr-zoo"
-
-
-@dataclass
-class OptimConfig:
-    lr: float = 2e-3  # peak learning rate (AdamW)
-    weight_decay: float = 1e-2
-    betas: list = field(default_factory=lambda: [0.9, 0.98])
-    warmup_steps: int = 500
-    schedule: str = choice("cosine", "noam", "constant")  # all after linear warm-up
-    min_lr_ratio: float = 0.02  # cosine floor as a fraction of lr
-
-
-@dataclass
-class RunConfig:
-    run_dir: str = "runs/default"
-    seed: int = 0
-    optim: OptimConfig = field(default_factory=OptimConfig)
+    return lookup
 
 
 # Group name -> function returning the schema for a given YAML (choice-specific for some groups).
-def _attention_schema(name: str):
-    from .nn.attention import ATTENTION
-
-    return ATTENTION.get(name).config
-
-
-def _objective_schema(name: str):
-    from .objectives import OBJECTIVES
-
-    return OBJECTIVES.get(name).config
-
-
 GROUPS: dict[str, Any] = {
     "data": lambda name: DataConfig,
     "encoder": lambda name: EncoderConfig,
-    "attention": _attention_schema,
-    "objective": _objective_schema,
+    "attention": _schema("attention type", ATTENTION_SCHEMAS),
+    "objective": _schema("objective", OBJECTIVE_SCHEMAS),
     "trainer": lambda name: TrainerConfig,
 }
 

@@ -52,7 +52,7 @@ def download_librispeech(root: Path, parts: list[str] = LIBRISPEECH_PARTS, base_
 
 def prepare_librispeech(root: Path, splits: list[str] | None = None, on_bad: str = "drop") -> list[str]:
     """Build the checked manifests of every split under ``<root>/LibriSpeech`` (or ``splits``)."""
-    from ..config import DataConfig
+    from ..schemas import DataConfig
 
     corpus = Path(root) / "LibriSpeech"
     if not corpus.is_dir():

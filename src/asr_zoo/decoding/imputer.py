@@ -38,7 +38,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .ctc import collapse_ctc
 
 __all__ = ["imputer_decode", "DECODING_STRATEGIES"]
 

@@ -6,7 +6,7 @@ Legend: B batch, T' encoder frames, U target length, V vocabulary incl. blank (i
 
 from __future__ import annotations
 
-import torch
+import torch  # noqa: F401  (the doctests use it)
 import torch.nn.functional as F
 from torch import Tensor
 

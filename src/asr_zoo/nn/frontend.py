@@ -5,7 +5,6 @@ Legend: B batch, T input frames, F feature dim, T' = ceil(T / 4) output frames, 
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from ..tensors import lengths_to_valid_mask

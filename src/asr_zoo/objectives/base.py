@@ -8,7 +8,6 @@ A subclass adds its head(s) and implements :meth:`ASRModule.compute_loss` and
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Callable, Optional
 
 import lightning as L
@@ -20,16 +19,11 @@ from torchmetrics.text import CharErrorRate, WordErrorRate
 from ..data.tokenizer import Tokenizer
 from ..nn.encoder import build_encoder
 
-__all__ = ["ObjectiveConfig", "ASRModule", "TrainingDiverged"]
+__all__ = ["ASRModule", "TrainingDiverged"]
 
 
 class TrainingDiverged(RuntimeError):
     """Training stopped: the loss or gradients stayed non-finite (the message says what to change)."""
-
-
-@dataclass
-class ObjectiveConfig:
-    name: str = "ctc"
 
 
 class ASRModule(L.LightningModule):

@@ -2,28 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 
-from ..config import choice
 from ..data.tokenizer import BLANK_ID
 from ..decoding.ctc import ctc_greedy_decode, ctc_prefix_beam_search
 from ..losses.ctc import ctc_min_frames, ctc_nll
 from ..nn.frontend import subsampled_lengths
-from .base import ASRModule, ObjectiveConfig
+from ..schemas import CTCConfig
+from .base import ASRModule
 from .registry import OBJECTIVES
 
-__all__ = ["CTCConfig", "CTCModule", "ctc_length_filter"]
-
-
-@dataclass
-class CTCConfig(ObjectiveConfig):
-    name: str = "ctc"
-    decoder: str = choice("greedy", "prefix_beam")
-    beam_size: int = 8  # prefix beam width
+__all__ = [ "CTCModule", "ctc_length_filter"]
 
 
 def ctc_length_filter(num_frames: int, ids: list[int]):

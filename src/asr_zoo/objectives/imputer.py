@@ -14,38 +14,26 @@ Legend: B batch, T' encoder frames, V vocabulary incl. blank; MASK id = V.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ..align.rollin import MASKING_POLICIES, fill_masked, rollin
+from ..align.rollin import fill_masked, rollin
 from ..align.store import load_alignments
-from ..config import ConfigError, choice
+from ..config import ConfigError
 from ..data.tokenizer import BLANK_ID
 from ..decoding.ctc import collapse_ctc
-from ..decoding.imputer import DECODING_STRATEGIES, imputer_decode
+from ..decoding.imputer import imputer_decode
 from ..losses.imputer_dp import MASKED, imputer_dp_loss
 from ..utils import read_json, safe_torch_load
 from ..tensors import lengths_to_valid_mask
-from .base import ASRModule, ObjectiveConfig
+from ..schemas import ImputerConfig
+from .base import ASRModule
 from .ctc import ctc_length_filter
 from .registry import OBJECTIVES
 
-__all__ = ["ImputerConfig", "ImputerModule"]
-
-
-@dataclass
-class ImputerConfig(ObjectiveConfig):
-    name: str = "imputer_dp"  # imputer_dp | imputer_im (the loss)
-    expert: str = ""  # run directory of the CTC expert (after `asr-zoo align EXPERT`)
-    init_from_expert: bool = True  # start from the expert's encoder + head (alignment embedding at 0)
-    block_size: int = 8  # training block size B (block masking policy)
-    masking: str = choice(*MASKING_POLICIES)  # roll-in masking policy
-    max_shift: int = 1  # roll-in shift noise in frames (0 disables it)
-    decode_block_size: int = 0  # inference B (0: same as block_size; 1: one-shot, CTC-like)
-    decode_strategy: str = choice(*DECODING_STRATEGIES)  # commit order at inference
+__all__ = [ "ImputerModule"]
 
 
 class ImputerModule(ASRModule):

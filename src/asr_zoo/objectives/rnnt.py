@@ -19,46 +19,22 @@ uses only the transducer.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from ..config import bounded, choice
 from ..data.tokenizer import BLANK_ID
 from ..decoding.rnnt import RNNTHypotheses, rnnt_beam_search, rnnt_greedy_decode
-from ..losses.rnnt import BACKENDS, rnnt_loss
+from ..losses.ctc import ctc_nll
+from ..losses.rnnt import rnnt_loss
 from ..losses.rnnt_pruned import gather_pruned, prune_ranges, pruned_loss_scales, pruned_rnnt_loss, simple_rnnt_loss
 from ..nn.transducer import Joiner, build_predictor
-from .base import ASRModule, ObjectiveConfig
-from .ctc import ctc_length_filter, ctc_nll
+from ..schemas import RNNTConfig
+from .base import ASRModule
+from .ctc import ctc_length_filter
 from .registry import OBJECTIVES
 
-__all__ = ["RNNTConfig", "RNNTModule"]
-
-
-@dataclass
-class RNNTConfig(ObjectiveConfig):
-    name: str = "rnnt"
-    predictor: str = choice("lstm", "stateless")  # lstm (embedding -> LSTM) | stateless (last context_size tokens, no recurrence)
-    embed_dim: int = 128  # token embedding size of the predictor
-    hidden_dim: int = 256  # LSTM hidden size (lstm)
-    num_layers: int = 1  # LSTM layers (lstm)
-    context_size: int = 2  # tokens of left context (stateless; 1 or 2)
-    stateless_conv: bool = True  # stateless: mix the context with a depthwise conv (icefall), else concatenate
-    dropout: float = 0.1  # predictor dropout
-    joint_dim: int = 256  # joint network width J
-    decoder: str = choice("greedy", "beam")  # beam: (modified beam search, one symbol per frame)
-    beam_size: int = 4  # prefixes kept per frame (beam)
-    max_symbols_per_frame: int = 3  # greedy: tokens emitted per frame at most
-    reduction: str = choice("mean", "mean_per_token", "sum")  # loss over the batch (mean: per utterance, like ctc)
-    clamp: float = -1.0  # clamp the loss gradient w.r.t. the logits to [-clamp, clamp]; <= 0: off
-    loss_backend: str = choice(*BACKENDS)  # asr_zoo (pure PyTorch) | torchaudio (its C++/CUDA kernel, if importable)
-    ctc_weight: float = bounded(0.3, 0.0, 1.0, high_open=True)  # auxiliary CTC loss on the encoder; 0 = no CTC head
-    loss: str = choice("full", "pruned")  # full: joint on (B,T,U+1,V) | pruned: simple loss + joint on (B,T,prune_range,V) (docs/rnnt_pruned.md)
-    prune_range: int = bounded(5, 2)  # pruned: label positions S kept per frame
-    simple_loss_scale: float = bounded(0.5, 0.0, 1.0)  # pruned: weight of the simple loss after warm-up (icefall)
-    prune_warm_step: int = bounded(2000, 0)  # pruned: steps of icefall's warm-up (simple 1.0 -> scale, pruned 0.1 -> 1.0)
+__all__ = [ "RNNTModule"]
 
 
 @OBJECTIVES.register("rnnt", config=RNNTConfig)

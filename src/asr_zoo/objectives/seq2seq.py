@@ -16,43 +16,21 @@ of target tokens incl. ``<eos>`` (``loss_norm: token``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from ..config import bounded, choice
 from ..data.tokenizer import BLANK_ID, SOS_EOS_ID
 from ..decoding.seq2seq import beam_search, greedy_search
 from ..losses.ctc import ctc_nll
-from ..nn.decoder import CAUSAL_DECODER_ATTENTION, TransformerDecoder
+from ..nn.decoder import TransformerDecoder
 from ..tensors import lengths_to_valid_mask
-from .base import ASRModule, ObjectiveConfig
+from ..schemas import Seq2SeqConfig
+from .base import ASRModule
 from .ctc import ctc_length_filter
 from .registry import OBJECTIVES
 
-__all__ = ["Seq2SeqConfig", "Seq2SeqModule", "label_smoothed_cross_entropy", "teacher_forcing_io"]
-
-
-@dataclass
-class Seq2SeqConfig(ObjectiveConfig):
-    name: str = "seq2seq"
-    decoder_layers: int = bounded(2, 1)  # Transformer decoder layers (d_model = encoder.d_model)
-    decoder_heads: int = 4
-    decoder_ffn_dim: int = 576
-    decoder_dropout: float = 0.1
-    decoder_attention: str = choice(*CAUSAL_DECODER_ATTENTION)  # causal self-attention type
-    tie_embedding: bool = True  # share the token embedding with the output layer
-    label_smoothing: float = bounded(0.1, 0.0, 1.0, high_open=True)  # ε: target = (1 - ε) one-hot + ε uniform over all V classes
-    loss_norm: str = choice("utterance", "token")  # divide summed losses by: batch size | target tokens
-    ctc_weight: float = bounded(0.3, 0.0, 1.0, high_open=True)  # auxiliary CTC loss on the encoder; 0 = no CTC head
-    scheduled_sampling: float = bounded(0.0, 0.0, 1.0, high_open=True)  # probability of feeding the model's own greedy prediction per position
-    decoder: str = choice("beam", "greedy")
-    beam_size: int = bounded(4, 1)
-    length_penalty: float = 1.0  # alpha: hypotheses ranked by score / length ** alpha
-    max_len_ratio: float = 1.0  # at most ceil(ratio x encoder frames) tokens per utterance
-    ctc_decode_weight: float = bounded(0.3, 0.0, 1.0, high_open=True)  # CTC prefix-score weight in beam search (needs ctc_weight > 0)
-    ctc_candidates: int = bounded(8, 1)  # top attention candidates per hypothesis scored by CTC
+__all__ = [ "Seq2SeqModule", "label_smoothed_cross_entropy", "teacher_forcing_io"]
 
 
 def teacher_forcing_io(tokens: Tensor, token_lens: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -9,22 +9,12 @@ Table 5.2 "swap at evaluation" experiment): only :meth:`SelfAttention.attend` di
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import ClassVar
 
 from torch import Tensor, nn
 
-from ...config import bounded
 
-__all__ = ["AttentionConfig", "SelfAttention"]
-
-
-@dataclass
-class AttentionConfig:
-    """Config shared by every attention type (``conf/attention/<name>.yaml``)."""
-
-    name: str = "softmax"  # registry key: softmax | linear | clustered | iclustered | pooled
-    dropout: float = bounded(0.0, 0.0, 1.0, high_open=True)  # dropout on attention weights (types that form them explicitly)
+__all__ = ["SelfAttention"]
 
 
 class SelfAttention(nn.Module):

@@ -24,21 +24,19 @@ i-clustered). The whole kernel runs in float32 (float64 for float64 inputs), als
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ...config import bounded
 from ...hardware import cpu_fast_int8_mm, cpu_int8_mm_runs
-from .base import AttentionConfig, SelfAttention
+from ...schemas import ClusteredAttentionConfig
+from .base import SelfAttention
 from .registry import ATTENTION
 from .softmax import softmax_attention
 
 __all__ = [
     "ClusteredAttention",
-    "ClusteredAttentionConfig",
     "broadcast_to_members",
     "centroid_attention",
     "cluster_means",
@@ -435,19 +433,6 @@ def clustered_attention(
         v_c, _, _ = centroid_attention(q_c, kf, vf, key_pad, 0, dropout)  # (G, C, M)
         out = broadcast_to_members(v_c, assign)  # (G, N, M)
     return out.view(B, H, N, -1).to(v.dtype)
-
-
-@dataclass
-class ClusteredAttentionConfig(AttentionConfig):
-    """``conf/attention/clustered.yaml``."""
-
-    name: str = "clustered"
-    clusters: int = bounded(100, 1)  # C: centroids per utterance and head (the thesis sweeps 100/200/300)
-    bits: int = bounded(63, 1, 63)  # hash bits (random hyperplanes with bias), at most 63
-    iterations: int = bounded(10, 1)  # Lloyd assignments of the Hamming K-means
-    seed: int = 0  # hyperplane seed in eval mode (training draws fresh hyperplanes every call)
-    short_exact: bool = True  # a batch whose longest utterance has <= clusters frames takes exact
-    # softmax (SDPA): what clustering gives it anyway (one cluster per frame), without the K-means
 
 
 @ATTENTION.register("clustered", config=ClusteredAttentionConfig)

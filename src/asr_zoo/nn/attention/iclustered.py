@@ -23,16 +23,15 @@ for float64 inputs), also under autocast.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
-from ...config import bounded
 
+from ...schemas import ImprovedClusteredAttentionConfig
 from .clustered import (
-    ClusteredAttention, ClusteredAttentionConfig, _centroid_backward, _centroid_forward,
+    ClusteredAttention, _centroid_backward, _centroid_forward,
     _softmax_backward_, broadcast_to_members, cluster_means, cluster_queries, drop_mask, gather_rows,
     grouped_inputs, index_add_rows, key_bias,
 )
@@ -40,7 +39,6 @@ from .registry import ATTENTION
 
 __all__ = [
     "ImprovedClusteredAttention",
-    "ImprovedClusteredAttentionConfig",
     "SlotPlan",
     "improved_clustered_attention",
     "slot_plan",
@@ -249,14 +247,6 @@ def improved_clustered_attention(
         out = _ImprovedClustered.apply(qf, kf, vf, assign, key_pad, clusters, min(topk, N), plan,
                                        dropout)
     return out.view(B, H, N, -1).to(v.dtype)
-
-
-@dataclass
-class ImprovedClusteredAttentionConfig(ClusteredAttentionConfig):
-    """``conf/attention/iclustered.yaml``."""
-
-    name: str = "iclustered"
-    topk: int = bounded(32, 1)  # keys per cluster that get exact per-query attention
 
 
 @ATTENTION.register("iclustered", config=ImprovedClusteredAttentionConfig)

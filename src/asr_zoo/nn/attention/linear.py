@@ -16,18 +16,17 @@ The kernel runs in float32 even under autocast: the denominator grows like N and
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import AttentionConfig, SelfAttention
+from ...schemas import LinearAttentionConfig
+from .base import SelfAttention
 from .registry import ATTENTION
 
 __all__ = [
     "LinearAttention",
-    "LinearAttentionConfig",
     "elu_feature_map",
     "linear_attention",
     "linear_attention_step",
@@ -130,14 +129,6 @@ def linear_attention_step(
         den = (phi_q * z).sum(-1, keepdim=True)  # (B, H, 1)
         out = num / (den + eps)
     return out.to(v.dtype), (s, z)
-
-
-@dataclass
-class LinearAttentionConfig(AttentionConfig):
-    """``conf/attention/linear.yaml``. ``dropout`` is unused: linear attention forms no weights."""
-
-    name: str = "linear"
-    eps: float = 1e-6  # added to the normaliser φ(Q)Σφ(K)
 
 
 @ATTENTION.register("linear", config=LinearAttentionConfig)

@@ -11,18 +11,17 @@ Cost O(N²/(q_stride·kv_stride)): still quadratic, with a smaller constant.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ...config import bounded
 
-from .base import AttentionConfig, SelfAttention
+from ...schemas import PooledAttentionConfig
+from .base import SelfAttention
 from .registry import ATTENTION
 
-__all__ = ["PooledAttention", "PooledAttentionConfig", "masked_mean_pool", "pooled_attention"]
+__all__ = ["PooledAttention", "masked_mean_pool", "pooled_attention"]
 
 
 def masked_mean_pool(x: Tensor, pad_mask: Tensor | None, stride: int) -> tuple[Tensor, Tensor | None]:
@@ -73,15 +72,6 @@ def pooled_attention(
     mask = None if kv_pad is None else ~kv_pad[:, None, None, :]  # (B, 1, 1, Nk), True = attend
     out = F.scaled_dot_product_attention(qp, kp, vp, attn_mask=mask, dropout_p=dropout)
     return out.repeat_interleave(q_stride, dim=2)[:, :, :N]  # (B, H, N, E)
-
-
-@dataclass
-class PooledAttentionConfig(AttentionConfig):
-    """``conf/attention/pooled.yaml``."""
-
-    name: str = "pooled"
-    q_stride: int = bounded(2, 1)  # query pooling window = stride S_q (1 = no pooling)
-    kv_stride: int = bounded(2, 1)  # key/value pooling window = stride S_k (1 = no pooling)
 
 
 @ATTENTION.register("pooled", config=PooledAttentionConfig)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import AttentionConfig, SelfAttention
+from ...schemas import AttentionConfig
+from .base import SelfAttention
 from .registry import ATTENTION
 
 __all__ = ["softmax_attention", "SoftmaxAttention"]
