@@ -21,7 +21,8 @@ Two further sections:
   pruned joint `(B, T, S, V)` + pruned loss; peak memory and time.
 - ``greedy``: RNN-T greedy decoding of a batch of 16 (random LSTM predictor + joiner of the demo
   sizes, blank bias set so that about 4 tokens/s are emitted): utterances/s of the label-looping
-  decoder against the frame-by-frame reference, and whether their hypotheses are identical.
+  decoder against the frame-by-frame reference (runs interleaved, median of at least 7), and
+  whether their hypotheses are identical.
 
 Writes ``OUT/train_step.jsonl``, ``OUT/train_step.md`` and ``OUT/train_step.png`` (bar chart).
 Every record carries the CPU capability (:func:`asr_zoo.hardware.cpu_arithmetic`).
@@ -208,12 +209,19 @@ def _greedy_records(repeats: int, B: int = 16, T: int = 250, blank_bias: float =
         out, state = predictor.predict(tokens, state)
         return joiner.predictor_proj(out), state
 
-    records, hyps = [], {}
-    for name, fn in (("reference", rnnt_greedy_decode_reference), ("label_looping", rnnt_greedy_decode)):
-        with torch.no_grad():
-            hyps[name] = fn(enc, lengths, predict, joiner.join)
-            wall, _ = _time_steps(lambda: fn(enc, lengths, predict, joiner.join), repeats)
-        ms = statistics.median(wall)
+    decoders = {"reference": rnnt_greedy_decode_reference, "label_looping": rnnt_greedy_decode}
+    hyps, wall = {}, {name: [] for name in decoders}
+    with torch.no_grad():
+        for name, fn in decoders.items():
+            hyps[name] = fn(enc, lengths, predict, joiner.join)  # warm-up
+        for _ in range(repeats):  # interleaved, so that load changes hit both alike
+            for name, fn in decoders.items():
+                t0 = time.perf_counter()
+                fn(enc, lengths, predict, joiner.join)
+                wall[name].append(1e3 * (time.perf_counter() - t0))
+    records = []
+    for name in decoders:
+        ms = statistics.median(wall[name])
         records.append({"section": "greedy", "decoder": name, "B": B, "T": T, "median_ms": ms,
                         "utt_per_s": B / ms * 1e3,
                         "tokens_per_utt": sum(map(len, hyps[name].tokens)) / B,
@@ -259,7 +267,7 @@ def run(args: argparse.Namespace) -> int:
     for r in _joint_records(max(3, repeats)):
         emit(r)
     if not args.skip_greedy:
-        for r in _greedy_records(max(3, repeats)):
+        for r in _greedy_records(max(7, repeats)):
             emit(r)
     with open(args.out / "train_step.jsonl", "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in records)

@@ -50,7 +50,8 @@ def rnnt_greedy_decode(enc: Tensor, lengths: Tensor, predict: PredictFn, join: J
 
     Every utterance keeps its own frame pointer ``t_b``; one iteration looks for the next label of
     every utterance at once. The predictor output is fixed until a label is emitted, so the joiner
-    scores the next ``lookahead`` frames of every utterance in one call `(B*W, J) -> (B, W, V)`:
+    scores the next ``lookahead`` frames of every unfinished utterance in one call
+    `(N*W, J) -> (N, W, V)`:
     the first frame whose argmax is not blank holds the label, and the blanks before it just move
     ``t_b`` on (their log-probabilities are added to the score); a window of blanks moves it by W.
     Then the predictor runs once for all utterances that found a label, and no utterance waits for
@@ -62,7 +63,7 @@ def rnnt_greedy_decode(enc: Tensor, lengths: Tensor, predict: PredictFn, join: J
     Args:
         enc (Tensor): shape `(B, T, J)`, projected encoder output.
         lengths (Tensor): shape `(B,)`, valid frames per utterance.
-        predict, join: see the module docstring (``join`` gets the `(B*W, J)` window rows).
+        predict, join: see the module docstring (``join`` gets `(N*W, J)` window rows).
         blank (int): blank id, also the start symbol. (Default: 0)
         max_symbols_per_frame (int): at least 1. (Default: 3)
         lookahead (int): frames W scored per joiner call while looking for the next label; any
@@ -78,7 +79,6 @@ def rnnt_greedy_decode(enc: Tensor, lengths: Tensor, predict: PredictFn, join: J
         raise ValueError(f"lookahead must be >= 1, got {lookahead}")
     B, T, _ = enc.shape
     device = enc.device
-    rows = torch.arange(B, device=device)
     lengths = lengths.to(device).long()
     pred, state = predict(torch.full((B,), blank, dtype=torch.long, device=device), None)  # (B, J)
     t = torch.zeros(B, dtype=torch.long, device=device)  # frame pointer
@@ -86,41 +86,43 @@ def rnnt_greedy_decode(enc: Tensor, lengths: Tensor, predict: PredictFn, join: J
     count = torch.zeros(B, dtype=torch.long, device=device)  # labels emitted so far
     scores = torch.zeros(B, dtype=torch.float32, device=device)
     capacity = T * max_symbols_per_frame
-    out_tokens = torch.zeros(B, capacity + 1, dtype=torch.long, device=device)  # column `capacity`: scratch
-    out_frames = torch.zeros(B, capacity + 1, dtype=torch.long, device=device)
+    out_tokens = torch.zeros(B, capacity, dtype=torch.long, device=device)
+    out_frames = torch.zeros(B, capacity, dtype=torch.long, device=device)
     window = torch.arange(lookahead, device=device)  # (W,)
     while True:
-        active = t < lengths  # (B,)
-        if not bool(active.any()):
+        act = (t < lengths).nonzero().squeeze(1)  # (N,) utterances still decoding
+        N = act.numel()
+        if N == 0:
             break
-        frames = t[:, None] + window  # (B, W)
-        inside = frames < lengths[:, None]  # (B, W)
-        enc_w = enc[rows[:, None], frames.clamp(max=T - 1)].flatten(0, 1)  # (B*W, J)
-        pred_w = pred[:, None].expand(-1, lookahead, -1).flatten(0, 1)  # (B*W, J)
-        log_probs = join(enc_w, pred_w).float().log_softmax(-1).view(B, lookahead, -1)  # (B, W, V)
-        best_lp, best = log_probs.max(-1)  # (B, W)
-        hit = (best != blank) & inside  # (B, W)
-        found = hit.any(1) & active  # (B,) a label in the window
-        first = torch.where(found, hit.int().argmax(1), inside.sum(1))  # (B,) label slot, or frames left
-        slot = first.clamp(max=lookahead - 1)[:, None]  # (B, 1)
-        before = window[None] < first[:, None]  # (B, W): the blanks before the label
+        t_a = t[act]  # (N,)
+        frames = t_a[:, None] + window  # (N, W)
+        inside = frames < lengths[act, None]  # (N, W)
+        enc_w = enc[act[:, None], frames.clamp(max=T - 1)].flatten(0, 1)  # (N*W, J)
+        pred_w = pred[act, None].expand(-1, lookahead, -1).flatten(0, 1)  # (N*W, J)
+        log_probs = join(enc_w, pred_w).float().log_softmax(-1).view(N, lookahead, -1)  # (N, W, V)
+        best_lp, best = log_probs.max(-1)  # (N, W)
+        hit = (best != blank) & inside  # (N, W)
+        found = hit.any(1)  # (N,) a label in the window
+        first = torch.where(found, hit.int().argmax(1), inside.sum(1))  # (N,) label slot, or frames left
+        slot = first.clamp(max=lookahead - 1)[:, None]  # (N, 1)
+        before = window[None] < first[:, None]  # (N, W): the blanks before the label
         gained = (best_lp * before).sum(1) + torch.where(found, best_lp.gather(1, slot).squeeze(1), 0.0)
-        scores += torch.where(active, gained, 0.0)
-        in_frame = torch.where(active & (first > 0), 0, in_frame)  # a blank ended frame t
-        t = torch.where(active, t + first, t)
+        scores.index_add_(0, act, gained)
+        in_frame[act] = torch.where(first > 0, 0, in_frame[act])  # a blank ended frame t
+        t[act] = t_a + first
         if not bool(found.any()):
             continue
-        label = best.gather(1, slot).squeeze(1)  # (B,)
-        column = torch.where(found, count, capacity)  # (B,) rows without a label write the scratch column
-        out_tokens[rows, column] = label
-        out_frames[rows, column] = t
-        count += found.long()
-        in_frame += found.long()
-        limit = in_frame >= max_symbols_per_frame  # forced move to the next frame, no blank
-        t = torch.where(limit, t + 1, t)
-        in_frame = torch.where(limit, 0, in_frame)
-        emit = found.nonzero().squeeze(1)  # (N,)
-        out, new_state = predict(label[emit], tuple(s[emit] for s in state))
+        emit = act[found]  # (E,)
+        label = best.gather(1, slot).squeeze(1)[found]  # (E,)
+        column = count[emit]
+        out_tokens[emit, column] = label
+        out_frames[emit, column] = t[emit]
+        count[emit] = column + 1
+        k = in_frame[emit] + 1
+        limit = k >= max_symbols_per_frame  # forced move to the next frame, no blank
+        t[emit] += limit.long()
+        in_frame[emit] = torch.where(limit, 0, k)
+        out, new_state = predict(label, tuple(s[emit] for s in state))
         pred = pred.index_copy(0, emit, out.to(pred.dtype))
         state = tuple(s.index_copy(0, emit, n.to(s.dtype)) for s, n in zip(state, new_state))
     counts = count.tolist()
