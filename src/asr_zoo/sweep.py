@@ -290,6 +290,10 @@ def _retry_unfinished(study, reset_running: bool) -> int:
     for t in trials:
         if t.state == TrialState.FAIL and t.params and key(t) not in settled:
             study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+            retry = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))[-1]
+            for k in ("grid_id", "search_space"):  # GridSampler bookkeeping: the retry is that grid point
+                if k in t.system_attrs:
+                    study._storage.set_trial_system_attr(retry._trial_id, k, t.system_attrs[k])
             settled.add(key(t))
             n += 1
     return n
