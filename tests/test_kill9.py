@@ -258,12 +258,12 @@ def test_align_rerun_cleans_up_and_points_at_its_store(k9_trained, k9_align_ref,
     """Temporaries of a killed store or pointer write are removed on rerun; a pointer naming
     another store directory (the run was renamed) is replaced, not kept with the new split
     added: it must name the directory the stores were written to."""
-    from asr_zoo.align.store import align_run
+    from asr_zoo.aligner import align_run
 
     work = _copy(k9_trained, tmp_path / "work")
     monkeypatch.chdir(work)
     store = Path(json.loads((k9_align_ref[0] / "run" / "alignments.json").read_text())["dir"])
-    stale = [work / store / ".train.pt.abc123.tmp", work / "run" / ".alignments.json.xyz789.tmp"]
+    stale = [work / store / ".tmp-abc123-train.pt", work / "run" / ".tmp-xyz789-alignments.json"]
     for p in stale:
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(b"partial")

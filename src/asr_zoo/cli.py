@@ -76,7 +76,7 @@ def _cmd_eval(args) -> int:
 
 
 def _cmd_align(args) -> int:
-    from .align.store import align_run
+    from .aligner import align_run
 
     align_run(Path(args.run_dir), args.split, device=args.device)
     return 0

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ..align.rollin import fill_masked, rollin
-from ..align.store import load_alignments
+from ..align.store import load_alignments, subsampling_key
 from ..config import ConfigError
 from ..data.tokenizer import BLANK_ID
 from ..decoding.ctc import collapse_ctc
@@ -70,7 +70,7 @@ class ImputerModule(ASRModule):
     def setup_from_data(self, dm) -> None:
         """Load the expert's training alignments (and weights): called by ``train`` before fitting."""
         o = self.cfg.objective
-        subsampling = f"{self.cfg.encoder.frontend}/x4"
+        subsampling = subsampling_key(self.cfg.encoder)
         for split in self.cfg.data.train_splits:
             self.alignments.update(load_alignments(Path(o.expert), split, self.tokenizer.model_proto, subsampling))
         if o.init_from_expert:
