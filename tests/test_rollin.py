@@ -75,15 +75,17 @@ def test_block_mask_counts_and_padding():
     assert mask.shape == (len(lengths), 64) and mask.dtype == torch.bool
     assert not mask[torch.arange(64) >= lengths[:, None]].any()
     counts = _block_counts(mask, lengths, 8)
-    assert all(b < n for b, n in counts)
-    full = torch.tensor([b for b, n in counts if n == 8])
-    hist = torch.bincount(full, minlength=8).double() / len(full)
-    torch.testing.assert_close(hist, torch.full((8,), 1 / 8, dtype=torch.float64), atol=0.02, rtol=0)
-    partial5 = torch.tensor([b for b, n in counts if n == 5])  # 61 = 7*8 + 5
-    assert set(partial5.tolist()) == set(range(5))
-    # positions inside full blocks are uniform
+    assert all(1 <= m <= n for m, n in counts if n > 0)  # the states decoding visits: 1 .. n masked
+    full = torch.tensor([m for m, n in counts if n == 8])
+    hist = torch.bincount(full, minlength=9).double() / len(full)
+    expected = torch.tensor([0.0] + [1 / 8] * 8, dtype=torch.float64)  # U{1..8}: all-masked included
+    torch.testing.assert_close(hist, expected, atol=0.02, rtol=0)
+    partial5 = torch.tensor([m for m, n in counts if n == 5])  # 61 = 7*8 + 5: short last block
+    assert set(partial5.tolist()) == set(range(1, 6))
+    assert all(m == 1 for m, n in counts if n == 1)  # a one-frame block is always masked
+    # positions inside full blocks are uniform: mean masked fraction (1+8)/2/8
     per_slot = mask[:, :64].view(-1, 8, 8)[lengths == 64].double().mean((0, 1))
-    assert (per_slot - 3.5 / 8).abs().max() < 0.05
+    assert (per_slot - 4.5 / 8).abs().max() < 0.05
 
 
 def test_bernoulli_and_uniform_masks():

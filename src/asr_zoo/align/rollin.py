@@ -100,13 +100,16 @@ def block_mask(
     max_len: int | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """Block policy: in every block of ``block_size`` frames, mask b random frames.
+    """Block policy: in every block of ``block_size`` frames, mask m random frames.
 
     Frames ``[0, length)`` are cut into blocks ``[j·bs, (j+1)·bs)``; the last one may be
-    partial with n < bs frames. For each block independently, b ~ U{0, ..., n-1} where n is
-    the block's number of valid frames (n = bs for full blocks, as in the paper's
-    b ∈ [0, B)), and b frames of the block, chosen uniformly, are masked. So a block is never
-    fully masked and a one-frame block never masked.
+    partial with n < bs frames. For each block independently, m ~ U{1, ..., n} where n is
+    the block's number of valid frames, and m frames of the block, chosen uniformly, are
+    masked. These are exactly the states decoding visits: it starts from an all-masked canvas
+    and commits one slot per block per step, so a block has k committed slots, k = 0 .. n-1,
+    i.e. m = n - k masked (the paper's "b ∈ [0, B)" counts the committed slots). A block is
+    therefore never fully observed (no training signal is wasted on states inference never
+    sees) and the all-masked first step is trained.
 
     Args:
         lengths (Tensor): shape `(B,)`, valid frames.
@@ -124,7 +127,7 @@ def block_mask(
     blocks = torch.nn.functional.pad(valid, (0, pad)).view(-1, num_blocks, block_size)  # (B, J, bs)
     block_len = blocks.sum(-1)  # (B, J)
     draws = _rand(block_len.shape, lengths.device, generator)
-    num_masked = (draws * block_len).floor().clamp(max=(block_len - 1).clamp(min=0))  # U{0..n-1}
+    num_masked = ((draws * block_len).floor() + 1).clamp(max=block_len)  # U{1..n}; 0 for empty blocks
     rank = _rank_among_valid(blocks, generator)  # (B, J, bs)
     mask = rank < num_masked[..., None]
     return mask.view(-1, num_blocks * block_size)[:, :num_frames] & valid
