@@ -36,6 +36,7 @@ from .config import RESULT_NEUTRAL_KEYS, RESUMABLE_KEYS, ConfigError, config_dif
 from .data.datamodule import ASRDataModule
 from .hardware import cpu_fast_bf16
 from .objectives import OBJECTIVES, build_module
+from .report.online import wandb_mode
 from .utils import atomic_replace, atomic_write_json, atomic_write_text, safe_torch_load
 
 __all__ = ["train", "resolve_run_dir", "AtomicCheckpointIO"]
@@ -195,7 +196,7 @@ def _loggers(cfg: DictConfig, run_dir: Path, resume_step: int | None) -> list:
         id_file = run_dir / "wandb_id.txt"
         if not id_file.exists():
             atomic_write_text(id_file, os.urandom(6).hex())
-        loggers.append(WandbLogger(project=t.wandb_project, save_dir=str(run_dir), offline=t.wandb == "offline",
+        loggers.append(WandbLogger(project=t.wandb_project, save_dir=str(run_dir), mode=wandb_mode(t.wandb),
                                    name=run_dir.name, id=id_file.read_text().strip(), resume="allow",
                                    config=OmegaConf.to_container(cfg, resolve=True)))
     return loggers
