@@ -93,7 +93,8 @@ class EncoderConfig:
 class TrainerConfig:
     name: str = "cpu"  # label of this trainer preset (run_dir {trainer})
     accelerator: str = "auto"  # cpu | gpu | auto
-    devices: Any = 1  # number of devices or "auto"
+    devices: Any = 1  # number of devices or "auto" (per node)
+    num_nodes: int = bounded(1, 1)  # machines (torchrun / SLURM / MASTER_ADDR+NODE_RANK env); docs/scale.md
     strategy: str = "auto"  # auto | ddp | ddp_spawn | ...
     precision: str = choice("32-true", "bf16-mixed", "16-mixed", "64-true")  # bf16 falls back to 32 on CPUs without fast bf16
     max_steps: int = -1  # -1: bounded by max_epochs
@@ -103,7 +104,8 @@ class TrainerConfig:
     val_max_utts: int = 0  # 0: validate on the whole dev split; >0: its first N utterances
     gradient_clip_val: float = 5.0
     max_consecutive_bad_steps: int = bounded(20, 1)  # stop when this many steps in a row have a NaN/Inf loss or gradient
-    accumulate_grad_batches: int = 1
+    accumulate_grad_batches: int = bounded(1, 1)  # batches per optimizer step (also divides the cosine schedule's step count)
+    keep_epoch_checkpoints: int = bounded(0, 0)  # also keep checkpoints/epoch=E.ckpt of the last N epochs (asr-zoo average --last N)
     log_every_n_steps: int = 20
     num_threads: int = 0  # torch intra-op threads (0: leave torch's default)
     progress_bar: bool = True

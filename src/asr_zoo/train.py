@@ -111,6 +111,24 @@ class RNGState(Callback):
         random.setstate((version, tuple(internal), gauss_next))
 
 
+EPOCH_CHECKPOINT = "epoch-{epoch:03d}"  # checkpoints/epoch-007.ckpt (trainer.keep_epoch_checkpoints)
+
+
+class EstimatedTotalProgressBar(TQDMProgressBar):
+    """The progress bar with a total and ETA: lhotse's samplers have no length (Lightning shows
+    ``140/?``), so the total is the datamodule's estimate of batches per epoch and rank. The
+    estimate is shown only; the loader keeps no ``__len__``, because Lightning ends an epoch after
+    ``len(loader)`` batches and an estimate a few batches short would silently drop data."""
+
+    @property
+    def total_train_batches(self):
+        total = super().total_train_batches
+        dm = getattr(self.trainer, "datamodule", None)
+        if total == float("inf") and hasattr(dm, "estimated_batches_per_epoch"):
+            return dm.estimated_batches_per_epoch(self.trainer.world_size)
+        return total
+
+
 class ResumableCSVLogger(CSVLogger):
     """Lightning's CSV logger deletes ``metrics.csv`` when it starts and buffers rows for 100
     steps; this one writes its rows whenever a checkpoint is written, and on resume keeps the
@@ -211,10 +229,16 @@ def _trainer(cfg: DictConfig, run_dir: Path, resume_step: int | None) -> tuple[L
                            save_on_train_epoch_end=True, enable_version_counter=False)
     timer = EpochTimer()
     callbacks = [best, last, timer, RNGState(), LearningRateMonitor("step")]
+    if t.keep_epoch_checkpoints:  # checkpoints/epoch-EEE.ckpt of the last N epochs, for `asr-zoo average`
+        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename=EPOCH_CHECKPOINT, monitor="epoch", mode="max",
+                                         save_top_k=t.keep_epoch_checkpoints, every_n_epochs=1,
+                                         save_on_train_epoch_end=True, auto_insert_metric_name=False,
+                                         enable_version_counter=False))
     if t.progress_bar:
-        callbacks.append(TQDMProgressBar(refresh_rate=10))
+        callbacks.append(EstimatedTotalProgressBar(refresh_rate=10))
     trainer = L.Trainer(
-        accelerator=t.accelerator, devices=t.devices, strategy=t.strategy, precision=_precision(t),
+        accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy,
+        precision=_precision(t),
         max_steps=t.max_steps, max_epochs=t.max_epochs, max_time=t.max_time,
         check_val_every_n_epoch=t.val_every_n_epochs, gradient_clip_val=t.gradient_clip_val,
         accumulate_grad_batches=t.accumulate_grad_batches, log_every_n_steps=t.log_every_n_steps,

@@ -12,6 +12,7 @@ Batches are dicts::
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Optional
 
 import lightning as L
@@ -66,6 +67,13 @@ class ASRDataset(Dataset):
 
     def __len__(self) -> int:  # sampler-driven; length is unknown up front
         raise TypeError("ASRDataset is indexed by CutSet batches from a lhotse sampler")
+
+
+def _rank_and_world_size() -> tuple[int, int]:
+    """This process's rank and the number of processes (``(0, 1)`` outside distributed runs)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
 
 
 class ASRDataModule(L.LightningDataModule):
@@ -153,14 +161,24 @@ class ASRDataModule(L.LightningDataModule):
             return self.utterance_filter(cut.num_frames, ids)
         return None
 
+    def estimated_batches_per_epoch(self, world_size: int = 1) -> int:
+        """Training batches one rank draws per epoch, estimated from the training cuts' total
+        duration (seconds) / ``data.max_duration`` (seconds per batch), divided over ``world_size``
+        ranks (lhotse gives every rank the same count). A slight underestimate: the bucketing
+        sampler rarely fills a batch to the last second (docs/scale.md has the measured ratio)."""
+        seconds = sum(c.duration for c in self.train_cuts)
+        return max(1, math.ceil(math.ceil(seconds / self.cfg.max_duration) / world_size))
+
     def _loader(self, cuts: CutSet, dataset: ASRDataset, shuffle: bool) -> DataLoader:
-        if shuffle:  # training: duration buckets keep padding low
+        if shuffle:  # training: duration buckets keep padding low; lhotse shards by rank (equal batch counts)
             sampler = DynamicBucketingSampler(
                 cuts, max_duration=self.cfg.max_duration, shuffle=True, seed=self.seed, drop_last=False,
                 num_buckets=min(self.cfg.num_buckets, len(cuts)), num_cuts_for_bins_estimate=min(10000, len(cuts)),
             )
-        else:  # evaluation: sorted by duration, deterministic
-            sampler = DynamicCutSampler(cuts.sort_by_duration(), max_duration=self.cfg.max_duration, shuffle=False)
+        else:  # evaluation: sorted by duration, deterministic, each utterance on exactly one rank
+            rank, world = _rank_and_world_size()
+            shard = CutSet.from_cuts(list(cuts.sort_by_duration())[rank::world])
+            sampler = DynamicCutSampler(shard, max_duration=self.cfg.max_duration, shuffle=False, world_size=1, rank=0)
         return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=self.cfg.num_workers,
                           persistent_workers=self.cfg.num_workers > 0)
 

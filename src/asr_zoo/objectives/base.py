@@ -138,8 +138,8 @@ class ASRModule(L.LightningModule):
         no_decay = [p for n, p in self.named_parameters() if p.ndim < 2]
         opt = torch.optim.AdamW([{"params": decay, "weight_decay": o.weight_decay},
                                  {"params": no_decay, "weight_decay": 0.0}], lr=o.lr, betas=tuple(o.betas))
-        total = self.trainer.max_steps if self.trainer.max_steps > 0 else None
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(o.schedule, o.warmup_steps, total, o.min_lr_ratio))
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lr_lambda(o.schedule, o.warmup_steps, total_optimizer_steps(self.trainer), o.min_lr_ratio))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -159,10 +159,28 @@ class ASRModule(L.LightningModule):
         self.skipped_steps = checkpoint.get("skipped_steps", 0)
 
 
+def total_optimizer_steps(trainer) -> Optional[int]:
+    """Optimizer steps of the whole run, for the cosine schedule: ``trainer.max_steps`` when set,
+    else ``max_epochs`` x ceil(batches per epoch and rank / ``accumulate_grad_batches``), the
+    batches estimated by the datamodule from the training audio's duration (lhotse's samplers have
+    no length), and the smaller of the two when both bound the run. None when neither is known
+    (a ``max_time``-only budget): the schedule then stays constant after warm-up.
+    """
+    max_steps = trainer.max_steps if trainer.max_steps > 0 else None
+    dm = getattr(trainer, "datamodule", None)
+    if trainer.max_epochs is None or trainer.max_epochs < 0 or not hasattr(dm, "estimated_batches_per_epoch"):
+        return max_steps
+    per_epoch = math.ceil(dm.estimated_batches_per_epoch(trainer.world_size) / trainer.accumulate_grad_batches)
+    by_epochs = per_epoch * max(1, trainer.max_epochs)
+    return min(by_epochs, max_steps) if max_steps else by_epochs
+
+
 def lr_lambda(schedule: str, warmup: int, total: Optional[int], min_ratio: float) -> Callable[[int], float]:
     """LR multiplier per optimizer step: linear warm-up, then cosine to ``min_ratio`` / noam / constant.
 
-    Cosine needs the total number of steps; without ``trainer.max_steps`` it stays constant.
+    Cosine needs the total number of steps (:func:`total_optimizer_steps`); without it it stays
+    constant after warm-up. Steps past ``total`` (an epoch budget slightly underestimated) stay at
+    ``min_ratio``.
     """
     warmup = max(1, warmup)
 
