@@ -1,7 +1,7 @@
 """Best-path (Viterbi) CTC alignment.
 
-Legend: B batch, T frames, C output classes (vocabulary + blank), S padded target length,
-L = 2S + 1 extended-label states.
+Legend: B batch, T frames, V vocabulary incl. blank, U padded target length,
+L = 2U + 1 extended-label states.
 
 The extended label sequence of a target y_1..y_U is ``(∅, y_1, ∅, y_2, ..., y_U, ∅)``
 (state s is blank for even s, y_{(s+1)/2} for odd s). A CTC alignment is a monotone walk
@@ -28,7 +28,7 @@ def _extended_labels(targets: Tensor, target_lengths: Tensor, blank: int) -> tup
     """Blank-interleaved labels and where the skip transition s-2 -> s is allowed.
 
     Args:
-        targets (Tensor): shape `(B, S)`.
+        targets (Tensor): shape `(B, U)`.
         target_lengths (Tensor): shape `(B,)`.
 
     Returns:
@@ -37,7 +37,7 @@ def _extended_labels(targets: Tensor, target_lengths: Tensor, blank: int) -> tup
     """
     batch, max_labels = targets.shape
     valid = lengths_to_valid_mask(target_lengths, max_labels)
-    labels = torch.where(valid, targets, blank)  # (B, S)
+    labels = torch.where(valid, targets, blank)  # (B, U)
     ext = torch.full((batch, 2 * max_labels + 1), blank, dtype=torch.long, device=targets.device)
     ext[:, 1::2] = labels
     can_skip = torch.zeros_like(ext, dtype=torch.bool)
@@ -56,8 +56,8 @@ def ctc_viterbi(
     """Most probable CTC alignment of each target (max over alignments of Σ_t lp[t, a_t]).
 
     Args:
-        log_probs (Tensor): shape `(B, T, C)`, log-probabilities, batch-first.
-        targets (Tensor): shape `(B, S)`, label ids (no blank); entries past
+        log_probs (Tensor): shape `(B, T, V)`, log-probabilities, batch-first.
+        targets (Tensor): shape `(B, U)`, label ids (no blank); entries past
             ``target_lengths`` are ignored.
         input_lengths (Tensor): shape `(B,)`, valid frames per utterance.
         target_lengths (Tensor): shape `(B,)`, valid labels per utterance.

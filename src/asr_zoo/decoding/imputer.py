@@ -1,6 +1,6 @@
 """Imputer iterative decoding (Chan et al., 2020, §2.3 and §4.1-4.4).
 
-Legend: B batch, T frames, C output classes, bs block size.
+Legend: B batch, T frames, V vocabulary incl. blank, bs block size.
 
 Decoding starts from an all-MASK alignment. Each iteration calls the model once on the
 current partial alignment, takes every slot's argmax token and its confidence (the max
@@ -159,7 +159,7 @@ def imputer_decode(
     Args:
         step_fn (Callable): the model call, ``step_fn(alignment) -> log_probs`` with
             ``alignment`` of shape `(B, T)` (int64; ``mask_id`` at masked slots, ``blank``
-            at padding) and ``log_probs`` of shape `(B, T, C)`.
+            at padding) and ``log_probs`` of shape `(B, T, V)`.
         lengths (Tensor): shape `(B,)`, valid frames per utterance.
         block_size (int): bs, may differ from the training block size; 1 = one-shot.
         strategy (str): one of ``DECODING_STRATEGIES`` (see the module docstring).
@@ -194,7 +194,7 @@ def imputer_decode(
     k = -(-lengths // block_size)  # (B,) ceil(length / bs), for topk
     steps = 0
     while masked.any():
-        log_probs = step_fn(alignment)  # (B, T, C)
+        log_probs = step_fn(alignment)  # (B, T, V)
         conf, token = log_probs.max(-1)  # (B, T) each
         if block_size == 1:
             commit = masked

@@ -1,6 +1,6 @@
 """Imputer dynamic-programming (DP) loss on the native CTC kernels.
 
-Legend: B batch, T frames, C output classes (vocabulary + blank), S padded target length.
+Legend: B batch, T frames, V vocabulary incl. blank, U padded target length.
 
 The Imputer-DP loss of Chan et al. (2020, Eq. 11) for one utterance is
 
@@ -61,19 +61,19 @@ class _ForceObserved(torch.autograd.Function):
     Backward: the gradient of ``lp'`` passes through at masked frames and is dropped at
     observed ones (their values are constants), and the gradient of ``emitted`` is added at
     ã_t. Autograd would get the same with masked_fill/scatter/gather, in several more full
-    `(B, T, C)` passes.
+    `(B, T, V)` passes.
 
     Args (forward):
-        log_probs (Tensor): shape `(B, T, C)`.
+        log_probs (Tensor): shape `(B, T, V)`.
         is_observed (Tensor): shape `(B, T)`, bool.
-        token (Tensor): shape `(B, T)`, int64 in ``[0, C)``.
+        token (Tensor): shape `(B, T)`, int64 in ``[0, V)``.
     """
 
     @staticmethod
     def forward(ctx, log_probs: Tensor, is_observed: Tensor, token: Tensor):
         index = token[..., None]  # (B, T, 1)
         emitted = log_probs.gather(2, index).squeeze(2)  # (B, T)
-        forced = torch.where(is_observed[..., None], float("-inf"), log_probs)  # (B, T, C)
+        forced = torch.where(is_observed[..., None], float("-inf"), log_probs)  # (B, T, V)
         forced.scatter_(2, index, torch.where(is_observed, _ONE_HOT_LOG, emitted)[..., None])
         ctx.save_for_backward(is_observed, index)
         return forced, emitted
@@ -81,7 +81,7 @@ class _ForceObserved(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_forced: Tensor, grad_emitted: Tensor):
         is_observed, index = ctx.saved_tensors
-        grad = torch.where(is_observed[..., None], 0.0, grad_forced)  # (B, T, C)
+        grad = torch.where(is_observed[..., None], 0.0, grad_forced)  # (B, T, V)
         grad.scatter_add_(2, index, grad_emitted[..., None])
         return grad, None, None
 
@@ -101,12 +101,12 @@ def imputer_dp_loss(
     that agree with ``observed`` at every unmasked frame.
 
     Args:
-        log_probs (Tensor): shape `(B, T, C)`, log-softmax outputs, batch-first. float32 or
+        log_probs (Tensor): shape `(B, T, V)`, log-softmax outputs, batch-first. float32 or
             float64 (other float dtypes are computed in float32).
-        targets (Tensor): shape `(B, S)`, int64 label ids in ``[0, C)``, ``blank`` excluded;
+        targets (Tensor): shape `(B, U)`, int64 label ids in ``[0, V)``, ``blank`` excluded;
             entries past ``target_lengths`` are ignored.
         input_lengths (Tensor): shape `(B,)`, valid frames per utterance (<= T).
-        target_lengths (Tensor): shape `(B,)`, valid labels per utterance (<= S).
+        target_lengths (Tensor): shape `(B,)`, valid labels per utterance (<= U).
         observed (Tensor): shape `(B, T)`, int64: the alignment token ã_t (``blank``
             allowed) at unmasked frames, ``MASKED`` (-1) at masked frames. Frames at or past
             ``input_lengths`` are ignored whatever they hold.
@@ -148,7 +148,7 @@ def imputer_dp_loss(
     lp_forced, emitted = _ForceObserved.apply(log_probs, is_observed, token)
 
     ctc = F.ctc_loss(
-        lp_forced.transpose(0, 1),  # (T, B, C), the layout F.ctc_loss wants
+        lp_forced.transpose(0, 1),  # (T, B, V), the layout F.ctc_loss wants
         targets, input_lengths, target_lengths,
         blank=blank, reduction="none", zero_infinity=True,
     )  # (B,)

@@ -1,14 +1,14 @@
 """Transducer prediction networks and joint network (torchaudio's predictor / joiner split).
 
-Legend: B batch, T encoder frames, U target length, N hypotheses scored together, E token
-embedding dim, H predictor output dim, D encoder dim, J joint dim, V vocabulary incl. blank.
+Legend: B batch, T encoder frames, U target length, N hypotheses scored together, W token
+embedding dim, P predictor output dim, D encoder dim, J joint dim, V vocabulary incl. blank.
 
 A predictor summarises the tokens emitted so far. Training runs it over a whole target sequence
-at once (:meth:`forward`: the start symbol, id 0 = blank, followed by the targets -> `(B, U+1, H)`);
+at once (:meth:`forward`: the start symbol, id 0 = blank, followed by the targets -> `(B, U+1, P)`);
 decoders run it one token at a time (:meth:`predict`) and carry its ``state``, a tuple of
 batch-first tensors so that decoders can select, stack and cache states without knowing the type:
 
-- :class:`LSTMPredictor`: embedding -> LSTM; state ``(h, c)``, each `(N, num_layers, H)`.
+- :class:`LSTMPredictor`: embedding -> LSTM; state ``(h, c)``, each `(N, num_layers, P)`.
 - :class:`StatelessPredictor` (Ghodsi et al. 2020, as in icefall): embedding of the last
   ``context_size`` tokens, mixed by a depthwise 1-D convolution over the context window (or
   concatenated); no recurrence. State ``(history,)``: the previous ``context_size - 1`` ids `(N, C-1)`.
@@ -36,8 +36,8 @@ class LSTMPredictor(nn.Module):
 
     Args:
         vocab_size (int): V; id ``start_id`` is the start symbol.
-        embed_dim (int): E.
-        hidden_dim (int): LSTM hidden size H (= :attr:`output_dim`).
+        embed_dim (int): W.
+        hidden_dim (int): LSTM hidden size P (= :attr:`output_dim`).
         num_layers (int): LSTM layers.
         dropout (float): after the embedding and after the LSTM.
         start_id (int): token fed at the first step. (Default: 0, blank)
@@ -63,7 +63,7 @@ class LSTMPredictor(nn.Module):
             targets (Tensor): shape `(B, U)`, int; padding after each length is harmless (causal).
 
         Returns:
-            Tensor: shape `(B, U + 1, H)`; row u summarises the first u targets.
+            Tensor: shape `(B, U + 1, P)`; row u summarises the first u targets.
         """
         out, _ = self._run(_prepend_start(targets, self.start_id), None)
         return out
@@ -73,24 +73,24 @@ class LSTMPredictor(nn.Module):
 
         Args:
             tokens (Tensor): shape `(N,)`, int, the last emitted token (``start_id`` at the start).
-            state: ``None`` (start) or ``(h, c)``, each `(N, num_layers, H)`.
+            state: ``None`` (start) or ``(h, c)``, each `(N, num_layers, P)`.
 
         Returns:
-            (Tensor, state): output `(N, H)` and the new state.
+            (Tensor, state): output `(N, P)` and the new state.
         """
         out, state = self._run(tokens[:, None], state)
         return out[:, 0], state
 
     def _run(self, tokens: Tensor, state: Optional[PredictorState]) -> tuple[Tensor, PredictorState]:
-        x = self.dropout(self.embed(tokens))  # (B, S, E)
-        hc = None if state is None else tuple(s.transpose(0, 1).contiguous() for s in state)  # (L, B, H)
+        x = self.dropout(self.embed(tokens))  # (B, S, W)
+        hc = None if state is None else tuple(s.transpose(0, 1).contiguous() for s in state)  # (L, B, P)
         if _float32_recurrence(x):
             with torch.autocast("cpu", enabled=False):
                 hc = None if hc is None else tuple(s.float() for s in hc)
-                out, (h, c) = self.lstm(x.float(), hc)  # (B, S, H)
+                out, (h, c) = self.lstm(x.float(), hc)  # (B, S, P)
         else:
-            out, (h, c) = self.lstm(x, hc)  # (B, S, H)
-        return self.dropout(out), (h.transpose(0, 1), c.transpose(0, 1))  # states (B, L, H)
+            out, (h, c) = self.lstm(x, hc)  # (B, S, P)
+        return self.dropout(out), (h.transpose(0, 1), c.transpose(0, 1))  # states (B, L, P)
 
 
 def _float32_recurrence(x: Tensor) -> bool:
@@ -104,12 +104,12 @@ class StatelessPredictor(nn.Module):
     """Embeddings of the last ``context_size`` tokens, no recurrence.
 
     With ``conv`` (icefall's choice) a depthwise convolution of kernel ``context_size`` mixes the
-    window channel by channel, then ReLU: ``H = E``. Without it the window's embeddings are
-    concatenated: ``H = context_size * E``. Before the first tokens the window holds ``start_id``.
+    window channel by channel, then ReLU: ``P = W``. Without it the window's embeddings are
+    concatenated: ``P = context_size * W``. Before the first tokens the window holds ``start_id``.
 
     Args:
         vocab_size (int): V.
-        embed_dim (int): E.
+        embed_dim (int): W.
         context_size (int): tokens of left context C (1 = bigram-like, 2 = trigram-like).
         conv (bool): mix the window with a depthwise conv (else concatenate). Ignored for C = 1.
         dropout (float): on the output.
@@ -140,7 +140,7 @@ class StatelessPredictor(nn.Module):
             targets (Tensor): shape `(B, U)`, int.
 
         Returns:
-            Tensor: shape `(B, U + 1, H)`; row u depends on targets ``u - C + 1 .. u`` (1-based).
+            Tensor: shape `(B, U + 1, P)`; row u depends on targets ``u - C + 1 .. u`` (1-based).
         """
         tokens = _prepend_start(targets, self.start_id)  # (B, U+1)
         left = tokens.new_full((tokens.shape[0], self.context_size - 1), self.start_id)  # (B, C-1)
@@ -154,7 +154,7 @@ class StatelessPredictor(nn.Module):
             state: ``None`` (start) or ``(history,)``, history `(N, C - 1)` int.
 
         Returns:
-            (Tensor, state): output `(N, H)` and the new state.
+            (Tensor, state): output `(N, P)` and the new state.
         """
         tokens = tokens.long()
         history = (tokens.new_full((tokens.shape[0], self.context_size - 1), self.start_id)
@@ -163,13 +163,13 @@ class StatelessPredictor(nn.Module):
         return self._window(window)[:, 0], (window[:, 1:],)
 
     def _window(self, tokens: Tensor) -> Tensor:
-        """`(B, S + C - 1)` ids -> `(B, S, H)`: one output per full window of C tokens."""
-        x = self.embed(tokens)  # (B, S+C-1, E)
+        """`(B, S + C - 1)` ids -> `(B, S, P)`: one output per full window of C tokens."""
+        x = self.embed(tokens)  # (B, S+C-1, W)
         if self.conv is not None:
-            x = torch.relu(self.conv(x.transpose(1, 2))).transpose(1, 2)  # (B, S, E)
+            x = torch.relu(self.conv(x.transpose(1, 2))).transpose(1, 2)  # (B, S, W)
         else:
             C, S = self.context_size, tokens.shape[1] - self.context_size + 1
-            x = torch.cat([x[:, i:i + S] for i in range(C)], 2)  # (B, S, C*E), oldest first
+            x = torch.cat([x[:, i:i + S] for i in range(C)], 2)  # (B, S, C*W), oldest first
         return self.dropout(x)
 
 
@@ -178,7 +178,7 @@ class Joiner(nn.Module):
 
     Args:
         encoder_dim (int): D.
-        predictor_dim (int): H.
+        predictor_dim (int): P.
         joint_dim (int): J.
         vocab_size (int): V, blank included.
 
@@ -198,7 +198,7 @@ class Joiner(nn.Module):
 
         Args:
             enc (Tensor): shape `(B, T, D)` encoder output.
-            pred (Tensor): shape `(B, U + 1, H)` predictor output.
+            pred (Tensor): shape `(B, U + 1, P)` predictor output.
 
         Returns:
             Tensor: logits `(B, T, U + 1, V)`.

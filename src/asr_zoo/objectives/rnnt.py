@@ -1,6 +1,6 @@
 """RNN-T objective: the shared encoder as transcription network + prediction and joint networks.
 
-Legend: B batch, T encoder frames, U target length, D encoder dim, H predictor dim, J joint dim,
+Legend: B batch, T encoder frames, U target length, D encoder dim, P predictor dim, J joint dim,
 V vocabulary incl. blank (id 0, also the predictor's start symbol).
 
 Training builds the joint lattice `(B, T, U+1, V)` once per batch (the big tensor; it stays in the
@@ -61,7 +61,7 @@ class RNNTModule(ASRModule):
         o = self.cfg.objective
         enc, lengths = self.encode(batch)  # (B, T, D), (B,)
         tokens, token_lens = batch["tokens"], batch["token_lens"]  # (B, U), (B,)
-        pred = self.predictor(tokens)  # (B, U+1, H)
+        pred = self.predictor(tokens)  # (B, U+1, P)
         extra: dict[str, Tensor] = {}
         if o.get("loss", "full") == "pruned":
             loss, extra = self._pruned_loss(enc, pred, lengths, tokens, token_lens)
@@ -77,7 +77,7 @@ class RNNTModule(ASRModule):
 
     def _pruned_loss(self, enc: Tensor, pred: Tensor, lengths: Tensor, tokens: Tensor, token_lens: Tensor):
         """icefall's weighted ``simple * L_simple + pruned * L_pruned`` (:mod:`asr_zoo.losses.rnnt_pruned`):
-        enc `(B, T, D)`, pred `(B, U+1, H)`; the joint runs on `(B, T, prune_range, V)` only."""
+        enc `(B, T, D)`, pred `(B, U+1, P)`; the joint runs on `(B, T, prune_range, V)` only."""
         o = self.cfg.objective
         simple, occupancy = simple_rnnt_loss(self.simple_am_proj(enc), self.simple_lm_proj(pred), tokens, lengths,
                                              token_lens, BLANK_ID, o.reduction, return_occupancy=True)
