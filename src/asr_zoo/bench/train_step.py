@@ -148,7 +148,7 @@ def _train_step_record(label: str, attention: str, batch: dict, repeats: int) ->
 
     wall, cpu = _time_steps(step, repeats)
     peak = peak_memory_bytes(step)
-    loss = float(step())
+    loss = float(step().detach())
     return {"section": "train_step", "objective": label, "attention": attention, "median_ms": statistics.median(wall),
             "min_ms": min(wall), "cpu_ms": statistics.median(cpu), "peak_mb": peak / 2 ** 20, "loss": loss,
             "params_m": sum(p.numel() for p in module.parameters()) / 1e6}
@@ -280,12 +280,14 @@ def run(args: argparse.Namespace) -> int:
 
 def markdown(records: list[dict]) -> str:
     """Markdown tables of the three sections."""
-    lines = ["| objective | attention | median ms | CPU ms | peak MB | time / CTC | memory / CTC |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| objective | attention | median ms | CPU ms | peak MB | time / CTC | CPU time / CTC | memory / CTC |",
+             "|---|---|---|---|---|---|---|---|"]
+    ctc_cpu = {r["attention"]: r["cpu_ms"] for r in records if r["section"] == "train_step" and r["objective"] == "ctc"}
     for r in records:
         if r["section"] == "train_step":
+            cpu_ratio = r["cpu_ms"] / ctc_cpu[r["attention"]] if r["attention"] in ctc_cpu else float("nan")
             lines.append(f"| {r['objective']} | {r['attention']} | {r['median_ms']:.0f} | {r['cpu_ms']:.0f} | "
-                         f"{r['peak_mb']:.0f} | {r['time_vs_ctc']:.2f} | {r['mem_vs_ctc']:.2f} |")
+                         f"{r['peak_mb']:.0f} | {r['time_vs_ctc']:.2f} | {cpu_ratio:.2f} | {r['mem_vs_ctc']:.2f} |")
     lines += ["", "| joint + loss | B | T | U | S | median ms | peak MB | memory / full | time / full |",
               "|---|---|---|---|---|---|---|---|---|"]
     for r in records:
