@@ -1,7 +1,9 @@
 """``asr-zoo eval``: decode a split with a trained run and write ``results/<split>.json``.
 
-Every utterance is decoded at batch 1 (after a short warm-up) so latency is per utterance;
-``rtf`` = compute seconds / audio seconds; ``decode_steps`` = mean decoder iterations per
+Every utterance is decoded at batch 1 (after a short warm-up) so latency is per utterance:
+``latency_ms_p50/p90`` is compute (model + decoding, from stored features),
+``latency_e2e_ms_p50/p90`` end to end (fbank from the waveform in memory + compute; reading the
+file is not counted); ``rtf`` = compute seconds / audio seconds; ``decode_steps`` = mean decoder iterations per
 utterance (1 for CTC's single pass, prediction-network calls for RNN-T, decoder steps for
 seq2seq, refinement iterations for the Imputer). Overrides (``attention=iclustered``,
 ``objective.beam_size=4``, ``data.root=...``) apply at evaluation without retraining and are
@@ -26,6 +28,7 @@ from .data.datamodule import ASRDataset
 from .data.prepare import PreparedData
 from .objectives import load_run
 from .report.metrics import error_rates, utterance_word_errors
+from .tensors import to_device
 from .utils import atomic_replace, atomic_write_json
 
 __all__ = ["evaluate", "tune", "result_tag"]
@@ -45,10 +48,6 @@ def _device_name(device: str) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
-def _to(batch: dict, device: str) -> dict:
-    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-
-
 def result_tag(split: str, overrides: list[str]) -> str:
     """Results file stem: ``split`` or ``split@key=value,...`` (evaluation-time overrides)."""
     return split + ("" if not overrides else "@" + ",".join(o.replace("/", "_") for o in overrides))
@@ -61,17 +60,24 @@ def evaluate(run_dir: Path, split: str | None = None, overrides: list[str] = (),
     run_dir = Path(run_dir)
     module, cfg = load_run(run_dir, overrides, checkpoint, device)
     split = split or cfg.data.test_split
-    cuts: CutSet = PreparedData(cfg.data).features(split, num_jobs=max(1, cfg.data.num_workers))
+    data = PreparedData(cfg.data)
+    cuts: CutSet = data.features(split, num_jobs=max(1, cfg.data.num_workers))
+    extractor = data.extractor()
     if max_utts:
         cuts = cuts.subset(first=max_utts)
     dataset = ASRDataset(module.tokenizer, module.cmvn["mean"], module.cmvn["std"], cfg.data.features.deltas)
     cut_list = list(cuts)
     for cut in cut_list[:warmup]:  # warm-up: allocator, kernels, caches
-        module.transcribe(_to(dataset[CutSet.from_cuts([cut])], device))
+        module.transcribe(to_device(dataset[CutSet.from_cuts([cut])], device))
+        extractor.extract(cut.load_audio(), cut.sampling_rate)
 
-    rows, latencies, steps, audio_s = [], [], [], 0.0
+    rows, latencies, feature_s, steps, audio_s = [], [], [], [], 0.0
     for cut in tqdm(cut_list, desc=f"eval {split}", unit="utt"):
-        batch = _to(dataset[CutSet.from_cuts([cut])], device)
+        audio = cut.load_audio()  # (1, samples): end-to-end latency starts from the waveform in memory
+        t0 = time.perf_counter()
+        extractor.extract(audio, cut.sampling_rate)
+        feature_s.append(time.perf_counter() - t0)
+        batch = to_device(dataset[CutSet.from_cuts([cut])], device)
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         t0 = time.perf_counter()
@@ -85,11 +91,14 @@ def evaluate(run_dir: Path, split: str | None = None, overrides: list[str] = (),
 
     wer, cer = error_rates([r[1] for r in rows], [r[2] for r in rows])
     q = statistics.quantiles(latencies, n=10) if len(latencies) > 1 else latencies * 9
+    e2e = [c + f for c, f in zip(latencies, feature_s)]
+    q_e2e = statistics.quantiles(e2e, n=10) if len(e2e) > 1 else e2e * 9
     result = {
         "objective": cfg.objective.name, "attention": cfg.attention.name,
         "params": sum(p.numel() for p in module.parameters()), "split": split, "num_utts": len(rows),
         "wer": round(wer, 3), "cer": round(cer, 3), "decode_steps": round(sum(steps) / len(steps), 2),
         "latency_ms_p50": round(statistics.median(latencies) * 1000, 2), "latency_ms_p90": round(q[8] * 1000, 2),
+        "latency_e2e_ms_p50": round(statistics.median(e2e) * 1000, 2), "latency_e2e_ms_p90": round(q_e2e[8] * 1000, 2),
         "rtf": round(sum(latencies) / audio_s, 5), "device": _device_name(device),
         "checkpoint": checkpoint, "overrides": list(overrides), "git": _git_hash(),
         "torch": torch.__version__, "run_dir": str(run_dir),

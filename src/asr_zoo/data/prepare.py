@@ -90,6 +90,10 @@ class PreparedData:
         atomic_write_json(self.report_path(report.split), report.to_dict())
 
     # -- stage 2: features --------------------------------------------------------------------
+    def extractor(self) -> Fbank:
+        """The feature extractor of this data config (Kaldi-style fbank at 16 kHz)."""
+        return Fbank(FbankConfig(num_mel_bins=self.cfg.features.num_mel_bins, sampling_rate=SAMPLING_RATE))
+
     def features(self, split: str, num_jobs: int = 2) -> CutSet:
         """Cuts of ``split`` with fbank attached (extracted on first use)."""
         return CutSet.from_file(self._ensure_features(split, num_jobs))
@@ -99,7 +103,7 @@ class PreparedData:
         if not path.exists():
             cuts = self.manifest(split, num_jobs)
             self.feat_dir.mkdir(parents=True, exist_ok=True)
-            extractor = Fbank(FbankConfig(num_mel_bins=self.cfg.features.num_mel_bins, sampling_rate=SAMPLING_RATE))
+            extractor = self.extractor()
             try:
                 with_feats = cuts.compute_and_store_features(
                     extractor, storage_path=self.feat_dir / f"{split}_feats", num_jobs=num_jobs,
