@@ -64,6 +64,7 @@ clean:
 # ---- recipes (staged, resumable; see recipes/*/run.sh) ----------------------------------------
 # ASR_ZOO / RECIPE_DEPS let the tests drive the same targets with an existing environment.
 LIBRISPEECH ?=
+DOWNLOAD ?=   # DOWNLOAD=1: fetch the missing LibriSpeech parts (resumable, md5-checked) into $(LIBRISPEECH)
 ASR_ZOO ?= $(BIN)/asr-zoo
 RECIPE_DEPS ?= venv
 OBJECTIVES ?= ctc rnnt seq2seq
@@ -77,4 +78,4 @@ recipe-synth-matrix: $(RECIPE_DEPS)
 
 recipe-librispeech-imputer: $(RECIPE_DEPS)
 	@test -n "$(LIBRISPEECH)" || { echo "usage: make recipe-librispeech-imputer LIBRISPEECH=/dir/holding/LibriSpeech"; exit 2; }
-	ASR_ZOO="$(ASR_ZOO)" bash recipes/librispeech/run.sh --root $(LIBRISPEECH)
+	ASR_ZOO="$(ASR_ZOO)" bash recipes/librispeech/run.sh --root $(LIBRISPEECH) $(if $(DOWNLOAD),--download)

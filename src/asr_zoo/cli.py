@@ -47,8 +47,9 @@ def _cmd_prepare(args) -> int:
     else:
         from .data.librispeech import download_librispeech, prepare_librispeech
 
-        if args.download:
-            download_librispeech(Path(args.root), args.parts or None)
+        if args.download:  # every part without --parts; resumes, checks md5, then extracts
+            download_librispeech(Path(args.root), args.parts or None, base_url=args.base_url,
+                                 verify_md5=not args.no_md5)
         prepare_librispeech(Path(args.root), args.parts or None, on_bad=args.on_bad)
     return 0
 
@@ -145,7 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     ls = psub.add_parser("librispeech", help="prepare LibriSpeech under ROOT/LibriSpeech")
     ls.add_argument("--root", required=True, help="directory holding (or receiving) LibriSpeech/")
     ls.add_argument("--download", action="store_true", help="download missing parts from openslr.org")
-    ls.add_argument("--parts", nargs="*", help="splits to prepare (default: every one present)")
+    ls.add_argument("--parts", nargs="*", help="splits to download / prepare (default: all seven / every one present)")
+    ls.add_argument("--base-url", help="where <part>.tar.gz lives (default $ASR_ZOO_LIBRISPEECH_URL or openslr.org)")
+    ls.add_argument("--no-md5", action="store_true",
+                    help="skip the published-md5 check (a mirror serving other bytes); the tar.gz is still checked")
     ls.add_argument("--on-bad", choices=["drop", "fail"], default="drop")
     prep.set_defaults(func=_cmd_prepare)
 
@@ -262,6 +266,12 @@ def _expected_error(e: BaseException) -> bool:
     from .utils import UntrustedFileError
 
     expected: tuple = (ConfigError, BadUtterance, FileNotFoundError, UntrustedFileError)
+    if "asr_zoo.data.librispeech" in sys.modules:  # a corrupt download, an unreachable server
+        import urllib.error
+
+        from .data.librispeech import ArchiveError
+
+        expected += (ArchiveError, urllib.error.URLError)
     if "lightning" in sys.modules or "asr_zoo.objectives" in sys.modules:
         from .objectives.base import TrainingDiverged
 
