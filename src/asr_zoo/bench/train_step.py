@@ -34,12 +34,12 @@ import argparse
 import json
 import os
 import statistics
-import time
 from pathlib import Path
 
 import torch
 
 from asr_zoo.bench.memory import peak_memory_bytes
+from asr_zoo.timing import interleaved_seconds, time_calls
 
 __all__ = ["OBJECTIVES", "ATTENTIONS", "add_arguments", "run", "main", "synthetic_batch", "fake_alignments"]
 
@@ -125,14 +125,9 @@ def _build(label: str, attention: str, batch: dict):
 
 
 def _time_steps(step, repeats: int) -> tuple[list[float], list[float]]:
-    step()  # warm-up
-    wall, cpu = [], []
-    for _ in range(repeats):
-        t0, c0 = time.perf_counter(), time.process_time()
-        step()
-        wall.append(1e3 * (time.perf_counter() - t0))
-        cpu.append(1e3 * (time.process_time() - c0))
-    return wall, cpu
+    """Wall-clock and CPU milliseconds of each step, after one warm-up step."""
+    wall, cpu = time_calls(step, repeats)
+    return [1e3 * t for t in wall], [1e3 * t for t in cpu]
 
 
 def _train_step_record(label: str, attention: str, batch: dict, repeats: int) -> dict:
@@ -210,15 +205,11 @@ def _greedy_records(repeats: int, B: int = 16, T: int = 250, blank_bias: float =
         return joiner.predictor_proj(out), state
 
     decoders = {"reference": rnnt_greedy_decode_reference, "label_looping": rnnt_greedy_decode}
-    hyps, wall = {}, {name: [] for name in decoders}
     with torch.no_grad():
-        for name, fn in decoders.items():
-            hyps[name] = fn(enc, lengths, predict, joiner.join)  # warm-up
-        for _ in range(repeats):  # interleaved, so that load changes hit both alike
-            for name, fn in decoders.items():
-                t0 = time.perf_counter()
-                fn(enc, lengths, predict, joiner.join)
-                wall[name].append(1e3 * (time.perf_counter() - t0))
+        hyps = {name: fn(enc, lengths, predict, joiner.join) for name, fn in decoders.items()}
+        seconds = interleaved_seconds({name: (lambda fn=fn: fn(enc, lengths, predict, joiner.join))
+                                       for name, fn in decoders.items()}, repeats, warmup=0)
+    wall = {name: [1e3 * t for t in ts] for name, ts in seconds.items()}
     records = []
     for name in decoders:
         ms = statistics.median(wall[name])
