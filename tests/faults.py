@@ -49,7 +49,7 @@ Typical use (see ``tests/test_kill9.py``)::
   transcripts; every audio file of a LibriSpeech split listed in a transcript, once.
 
 Temporary names (what counts as a leftover): ``utils.atomic_replace`` writes
-``.<name>.<random>.tmp``; ``data.prepare._save_cuts`` writes ``.tmp-<pid>-<name>``;
+``.tmp-<random>-<name>`` (``.<name>.<random>.tmp`` before it kept suffixes);
 ``data.synth`` writes ``.<name>.<pid>.tmp`` and ``<utt>.flac.<pid>.tmp``; downloads go to
 ``<name>.part``.
 """
