@@ -76,6 +76,13 @@ def _cmd_eval(args) -> int:
     return 0
 
 
+def _cmd_average(args) -> int:
+    from .average import average_run
+
+    average_run(Path(args.run_dir), last=args.last or 0, best=args.best or 0)
+    return 0
+
+
 def _cmd_align(args) -> int:
     from .aligner import align_run
 
@@ -162,9 +169,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("overrides", nargs="*", help="evaluation-time overrides, e.g. attention=iclustered")
     e.add_argument("--split", action="append", help="split name (repeatable; default: data.test_split)")
     e.add_argument("--device", default="cuda" if _cuda() else "cpu")
-    e.add_argument("--checkpoint", default="best", help="best | last")
+    e.add_argument("--checkpoint", default="best", help="best | last | averaged (asr-zoo average) | epoch-EEE")
     e.add_argument("--max-utts", type=int, default=0, help="decode only the first N utterances")
     e.set_defaults(func=_cmd_eval)
+
+    av = sub.add_parser("average", help="average per-epoch checkpoints into checkpoints/averaged.ckpt")
+    av.add_argument("run_dir")
+    which = av.add_mutually_exclusive_group(required=True)
+    which.add_argument("--last", type=int, help="the N latest epochs (trainer.keep_epoch_checkpoints >= N)")
+    which.add_argument("--best", type=int, help="the N kept epochs with the lowest dev WER")
+    av.set_defaults(func=_cmd_average)
 
     a = sub.add_parser("align", help="store the Viterbi alignments of a CTC run (the Imputer's expert)")
     a.add_argument("run_dir")
