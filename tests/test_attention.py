@@ -13,9 +13,13 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from asr_zoo.nn.attention import ATTENTION, build_attention, clustered
-from asr_zoo.nn.attention.clustered import centroid_attention, cluster_queries, clustered_attention
-from asr_zoo.nn.attention.iclustered import improved_clustered_attention, topk_attention
+from asr_zoo.nn.attention import ATTENTION, build_attention, hashing
+from asr_zoo.nn.attention.clustered import clustered_attention, clustered_attention_reference
+from asr_zoo.nn.attention.clustered_kernels import centroid_attention
+from asr_zoo.nn.attention.hashing import cluster_queries
+from asr_zoo.nn.attention.iclustered import (
+    improved_clustered_attention, improved_clustered_attention_reference, topk_attention,
+)
 from asr_zoo.nn.attention.linear import LinearAttention, linear_attention, linear_attention_step
 from asr_zoo.nn.attention.pooled import pooled_attention
 from asr_zoo.nn.attention.softmax import softmax_attention
@@ -266,8 +270,7 @@ def _reference_kmeans(q, planes, C, iterations):
 @pytest.mark.parametrize("integer", [True, False], ids=["int8-keys", "float32-keys"])
 @pytest.mark.parametrize("bits,iterations", [(63, 10), (12, 3), (5, 1)])
 def test_cluster_queries_matches_reference_kmeans(bits, iterations, integer, monkeypatch):
-    monkeypatch.setattr(clustered, "_NearestCentroid",
-                        functools.partial(clustered._NearestCentroid, integer=integer))
+    monkeypatch.setattr(hashing, "NearestCentroid", functools.partial(hashing.NearestCentroid, integer=integer))
     q, _, _ = _qkv(B=2, H=2, N=50, E=6, dtype=torch.float32)
     lengths, C = [50, 31], 7
     assign = cluster_queries(q, _pad_mask(lengths, 50), C, bits, iterations,
@@ -286,9 +289,9 @@ def test_nearest_centroid_is_hamming_argmin_with_lowest_index_ties(bits, C, inte
     g = torch.Generator().manual_seed(C + bits)
     G, N = 3, 300
     codes = torch.randint(2, (G, N, bits), generator=g).float() * 2 - 1
-    T = clustered._tie_columns(C)
-    nearest = clustered._NearestCentroid(torch.cat([codes, torch.ones(G, N, T + 3)], -1), bits, C,
-                                         integer=integer)
+    T = hashing.tie_columns(C)
+    nearest = hashing.NearestCentroid(torch.cat([codes, torch.ones(G, N, T + 3)], -1), bits, C,
+                                      integer=integer)
     cent = torch.randint(2, (G, C, bits), generator=g).float() * 2 - 1
     for step in range(3):  # later steps change some centroids: only their keys are recomputed
         if step:
@@ -310,7 +313,7 @@ def test_one_cluster_with_padding_first(bits):
 
 def test_int8_keys_refuse_too_many_clusters():
     with pytest.raises(ValueError, match="clusters <= 254"):
-        clustered._NearestCentroid(torch.ones(1, 4, 6), 3, 300, integer=True)
+        hashing.NearestCentroid(torch.ones(1, 4, 6), 3, 300, integer=True)
 
 
 def test_cluster_queries_short_sequences_get_one_cluster_per_frame():

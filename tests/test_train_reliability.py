@@ -287,14 +287,14 @@ def test_lstm_predictor_runs_in_float32_under_autocast_without_fast_bf16(probes)
 
 
 def test_clustering_keys_follow_the_speed_probe(probes):
-    from asr_zoo.nn.attention import clustered
+    from asr_zoo.nn.attention import hashing
 
     codes = torch.ones(1, 8, 12)
-    probes.setattr(clustered, "cpu_fast_int8_mm", lambda: False)
-    assert not clustered._NearestCentroid(codes, bits=10, clusters=3).integer
+    probes.setattr(hashing, "cpu_fast_int8_mm", lambda: False)
+    assert not hashing.NearestCentroid(codes, bits=10, clusters=3).integer
     if hardware.cpu_int8_mm_runs():
-        probes.setattr(clustered, "cpu_fast_int8_mm", lambda: True)
-        assert clustered._NearestCentroid(codes, bits=10, clusters=3).integer
+        probes.setattr(hashing, "cpu_fast_int8_mm", lambda: True)
+        assert hashing.NearestCentroid(codes, bits=10, clusters=3).integer
 
 
 def test_bf16_training_falls_back_to_float32_on_a_cpu_without_fast_bf16(probes):
