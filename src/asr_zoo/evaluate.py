@@ -105,7 +105,6 @@ def evaluate(run_dir: Path, split: str | None = None, overrides: list[str] = (),
     }
     results_dir = run_dir / "results"
     tag = result_tag(split, overrides)
-    atomic_write_json(results_dir / f"{tag}.json", result)
 
     def write_hyps(tmp: Path) -> None:
         with open(tmp, "w", newline="") as f:
@@ -122,6 +121,7 @@ def evaluate(run_dir: Path, split: str | None = None, overrides: list[str] = (),
 
     atomic_replace(results_dir / f"{tag}.hyps.tsv", write_hyps)
     atomic_replace(results_dir / f"{tag}.utt_errors.tsv", write_errors)
+    atomic_write_json(results_dir / f"{tag}.json", result)  # last: a results file always has its hypotheses
     print(f"{run_dir} {tag}: WER {result['wer']:.2f}%  CER {result['cer']:.2f}%  "
           f"p50 {result['latency_ms_p50']} ms  RTF {result['rtf']}")
     return result

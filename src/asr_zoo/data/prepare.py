@@ -124,7 +124,10 @@ class PreparedData:
         if not lost:
             return with_feats
         report = self.report(split)
-        for cut in lost:
+        recorded = {d["id"] for d in report.dropped}  # a rerun after a kill between the report and
+        for cut in lost:                               # the cut set must not count them twice
+            if cut.id in recorded:
+                continue
             problem = _audio_problem(cut) or "lhotse could not load it"
             report.drop(cut.id, cut.recording.sources[0].source, f"unreadable audio at feature extraction: {problem} "
                         "(the file changed after the manifest was checked)", self.cfg.on_bad_utterance)
