@@ -50,3 +50,15 @@ def test_save_load_roundtrip_with_override(tmp_path):
     save_config(cfg, tmp_path / "config.yaml")
     again = load_config(tmp_path / "config.yaml", ["trainer.max_steps=7"])
     assert again.encoder.num_layers == 3 and again.trainer.max_steps == 7
+
+
+def test_run_paths_take_placeholders(tmp_path):
+    """run_dir and objective.expert are written once for every seed of a sweep."""
+    from asr_zoo.objectives.imputer import ImputerModule
+    from asr_zoo.train import resolve_run_dir
+
+    cfg = compose(["objective=imputer_dp", f"objective.expert={tmp_path}/ctc-s{{seed}}", "seed=2",
+                   "run_dir=runs/{objective}-{encoder}-{trainer}-s{seed}"])
+    assert str(resolve_run_dir(cfg)) == "runs/imputer_dp-transformer-cpu-s2"
+    with pytest.raises(ConfigError, match=f"objective.expert={tmp_path}/ctc-s2: not a trained run"):
+        ImputerModule.check_training_config(cfg)

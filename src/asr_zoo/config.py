@@ -26,7 +26,7 @@ from .schemas import ATTENTION_SCHEMAS, OBJECTIVE_SCHEMAS, DataConfig, EncoderCo
 
 __all__ = [
     "ConfigError", "GROUPS", "compose", "flatten", "config_differences", "RESULT_NEUTRAL_KEYS",
-    "RESUMABLE_KEYS", "conf_dir", "group_choices", "save_config", "load_config",
+    "RESUMABLE_KEYS", "fill_placeholders", "conf_dir", "group_choices", "save_config", "load_config",
 ]
 
 
@@ -233,6 +233,14 @@ def config_differences(old: DictConfig, new: DictConfig, allowed: tuple[str, ...
     b = flatten(OmegaConf.to_container(new, resolve=True))
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
             if a.get(k) != b.get(k) and not k.startswith(allowed)]
+
+
+def fill_placeholders(text: str, cfg: DictConfig) -> str:
+    """``text`` with ``{objective}``, ``{attention}``, ``{encoder}``, ``{data}``, ``{trainer}`` and
+    ``{seed}`` of ``cfg`` filled in (the presets' names): run directories and paths to other runs
+    (``objective.expert=runs/ctc-s{seed}``) written once for every seed of a sweep."""
+    return text.format(objective=cfg.objective.name, attention=cfg.attention.name, encoder=cfg.encoder.name,
+                       data=cfg.data.name, trainer=cfg.trainer.name, seed=cfg.seed)
 
 
 def save_config(cfg: DictConfig, path: Path) -> None:

@@ -32,7 +32,8 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from .config import RESULT_NEUTRAL_KEYS, RESUMABLE_KEYS, ConfigError, config_differences, load_config, save_config
+from .config import (RESULT_NEUTRAL_KEYS, RESUMABLE_KEYS, ConfigError, config_differences, fill_placeholders,
+                     load_config, save_config)
 from .data.datamodule import ASRDataModule
 from .hardware import cpu_fast_bf16
 from .objectives import OBJECTIVES, build_module
@@ -165,9 +166,7 @@ def resolve_run_dir(cfg: DictConfig) -> Path:
     >>> str(resolve_run_dir(compose(["run_dir=runs/{objective}-{attention}", "attention=linear"])))
     'runs/ctc-linear'
     """
-    return Path(cfg.run_dir.format(objective=cfg.objective.name, attention=cfg.attention.name,
-                                   encoder=cfg.encoder.name, data=cfg.data.name, trainer=cfg.trainer.name,
-                                   seed=cfg.seed))
+    return Path(fill_placeholders(cfg.run_dir, cfg))
 
 
 def _claim_run_dir(cfg: DictConfig, run_dir: Path) -> str:

@@ -21,7 +21,7 @@ from torch import nn
 
 from ..align.rollin import fill_masked, rollin
 from ..align.store import load_alignments, subsampling_key
-from ..config import ConfigError
+from ..config import ConfigError, fill_placeholders
 from ..data.tokenizer import BLANK_ID
 from ..decoding.ctc import collapse_ctc
 from ..decoding.imputer import imputer_decode
@@ -55,30 +55,31 @@ class ImputerModule(ASRModule):
         if not o.expert:
             raise ConfigError(f"objective={o.name} needs objective.expert=CTC_RUN_DIR (a CTC run aligned "
                               "with `asr-zoo align CTC_RUN_DIR --split train`)")
-        expert = Path(o.expert)
+        expert = Path(fill_placeholders(o.expert, cfg))  # e.g. runs/ctc-s{seed}: one config for every seed
         needed = [expert / "config.yaml"] + ([expert / "checkpoints" / "best.ckpt"] if o.init_from_expert else [])
         missing = [str(p) for p in needed if not p.exists()]
         if missing:
-            raise ConfigError(f"objective.expert={o.expert}: not a trained run (missing {', '.join(missing)})")
+            raise ConfigError(f"objective.expert={expert}: not a trained run (missing {', '.join(missing)})")
         pointer = expert / "alignments.json"
         aligned = read_json(pointer)["splits"] if pointer.exists() else {}
         unaligned = [s for s in cfg.data.train_splits if s not in aligned]
         if unaligned:
-            raise ConfigError(f"objective.expert={o.expert} has no alignments of {', '.join(unaligned)}: run "
-                              f"`asr-zoo align {o.expert} --split {unaligned[0]}` first")
+            raise ConfigError(f"objective.expert={expert} has no alignments of {', '.join(unaligned)}: run "
+                              f"`asr-zoo align {expert} --split {unaligned[0]}` first")
 
     def setup_from_data(self, dm) -> None:
         """Load the expert's training alignments (and weights): called by ``train`` before fitting."""
         o = self.cfg.objective
+        expert = Path(fill_placeholders(o.expert, self.cfg))
         subsampling = subsampling_key(self.cfg.encoder)
         for split in self.cfg.data.train_splits:
-            self.alignments.update(load_alignments(Path(o.expert), split, self.tokenizer.model_proto, subsampling))
+            self.alignments.update(load_alignments(expert, split, self.tokenizer.model_proto, subsampling))
         if o.init_from_expert:
-            ckpt = safe_torch_load(Path(o.expert) / "checkpoints" / "best.ckpt")
+            ckpt = safe_torch_load(expert / "checkpoints" / "best.ckpt")
             state = {k: v for k, v in ckpt["state_dict"].items() if k.startswith(("encoder.", "head."))}
             missing = self.load_state_dict(state, strict=False).missing_keys
             if [k for k in missing if not k.startswith("align_embed.")]:
-                raise ValueError(f"expert {o.expert} has a different encoder/head: missing {missing[:5]}")
+                raise ValueError(f"expert {expert} has a different encoder/head: missing {missing[:5]}")
             nn.init.zeros_(self.align_embed.weight)  # the Imputer starts as exactly the expert CTC model
 
     def frame_log_probs(self, batch: dict, alignment: torch.Tensor):
