@@ -167,3 +167,19 @@ def test_failed_utterances_are_dropped_and_reported(tmp_path, monkeypatch):
     assert "simulated failure" in train["dropped_reasons"][bad.utt_id]
     transcripts = "".join(t.read_text() for t in (tmp_path / "LibriSpeech/train").rglob("*.trans.txt"))
     assert bad.utt_id not in transcripts and bad.text not in transcripts
+
+
+def test_long_utterances_span_the_asked_durations(tmp_path):
+    """`prepare synth --min-seconds 15 --max-seconds 35`: several sentences per utterance, rendered
+    durations near the asked range; the default corpus' plan is not affected."""
+    plan = plan_synth(40, 4, 4, seed=0, seconds=(15.0, 35.0))
+    estimated = [len(u.text.split()) * 60 / u.rate for split in plan.values() for u in split]
+    assert min(estimated) >= 15.0 and max(estimated) < 35.0 + MAX_WORDS * 60 / 140
+    assert plan_synth(40, 4, 4, seed=0)["train"][0].text != plan["train"][0].text
+    summary = prepare_synth(tmp_path / "long", num_train=2, num_dev=1, num_test=1, seed=0, num_workers=1,
+                            progress=False, seconds=(15.0, 20.0))
+    assert summary["config"]["seconds"] == [15.0, 20.0]
+    for split in summary["splits"].values():
+        assert 10.0 < split["min_duration"] and split["max_duration"] < 30.0  # espeak's pace varies
+    with pytest.raises(ValueError, match="made with"):  # the corpus records its durations
+        prepare_synth(tmp_path / "long", num_train=2, num_dev=1, num_test=1, seed=0, num_workers=1, progress=False)

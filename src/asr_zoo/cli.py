@@ -39,7 +39,8 @@ def _cmd_prepare(args) -> int:
         from .data.synth import prepare_synth
 
         summary = prepare_synth(Path(args.out), num_train=args.num_train, num_dev=args.num_dev,
-                                num_test=args.num_test, seed=args.seed, num_workers=args.workers)
+                                num_test=args.num_test, seed=args.seed, num_workers=args.workers,
+                                seconds=_seconds(args))
         for split, st in summary["splits"].items():
             print(f"{split}: {st['utterances']} utterances, {st['hours']:.2f} h, {st['speakers']} speakers, "
                   f"{st['dropped']} dropped ({args.out}/synth_info.json has the details)")
@@ -52,6 +53,12 @@ def _cmd_prepare(args) -> int:
                                  verify_md5=not args.no_md5)
         prepare_librispeech(Path(args.root), args.parts or None, on_bad=args.on_bad)
     return 0
+
+
+def _seconds(args):
+    if (args.min_seconds is None) != (args.max_seconds is None):
+        raise SystemExit("asr-zoo prepare synth: give both --min-seconds and --max-seconds, or neither")
+    return None if args.min_seconds is None else (args.min_seconds, args.max_seconds)
 
 
 def _cmd_train(args) -> int:
@@ -149,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--num-test", type=int, default=200)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--workers", type=int, default=2)
+    s.add_argument("--min-seconds", type=float, help="long utterances: several sentences each, "
+                   "about --min-seconds to --max-seconds long (e.g. 15 and 35, as LibriSpeech)")
+    s.add_argument("--max-seconds", type=float)
     s.add_argument("--on-bad", choices=["drop", "fail"], default="drop")
     ls = psub.add_parser("librispeech", help="prepare LibriSpeech under ROOT/LibriSpeech")
     ls.add_argument("--root", required=True, help="directory holding (or receiving) LibriSpeech/")

@@ -110,13 +110,17 @@ def _held_out_voices(seed: int) -> set[str]:
 
 
 def plan_synth(
-    num_train: int = 2000, num_dev: int = 200, num_test: int = 200, seed: int = 0
+    num_train: int = 2000, num_dev: int = 200, num_test: int = 200, seed: int = 0,
+    seconds: Optional[tuple[float, float]] = None,
 ) -> dict[str, list[SynthUtterance]]:
     """Decide every utterance of the corpus (text, speaker, rate, path) without rendering.
 
     Args:
         num_train, num_dev, num_test (int): utterances per split.
         seed (int): corpus seed.
+        seconds ((float, float), optional): long utterances: each draws a target duration
+            uniformly from this range and speaks consecutive sentences until their estimated
+            duration (words at its speaking rate) reaches it. Default: one sentence each.
 
     Returns:
         plan (dict[str, list[SynthUtterance]]): per split, its utterances in order. Speaker
@@ -127,7 +131,8 @@ def plan_synth(
             train speakers, i.e. ~59k train utterances).
     """
     sizes = {"train": num_train, "dev": num_dev, "test": num_test}
-    texts = generate_sentences(sum(sizes.values()), seed)
+    texts = _SentencePool(seed, sum(sizes.values()) if seconds is None else
+                          int(sum(sizes.values()) * seconds[1] / 2.5) + 64)
     held_out = _held_out_voices(seed)
     pools = {
         "train": sorted(f"{d}+{v}" for d in VOICES for v in VARIANTS if f"{d}+{v}" not in held_out),
@@ -137,7 +142,7 @@ def plan_synth(
     per_speaker = UTTERANCES_PER_CHAPTER * CHAPTERS_PER_SPEAKER
     used: set[tuple[str, int]] = set()  # (voice, pitch): a speaker's identity
     plan: dict[str, list[SynthUtterance]] = {}
-    next_speaker, start = 1, 0
+    next_speaker = 1
     for split_index, split in enumerate(SPLITS):
         rng = np.random.default_rng([seed, 7002, split_index])
         pool = list(pools[split])
@@ -158,19 +163,47 @@ def plan_synth(
             ))
         next_speaker += len(speakers)
         utterances = []
-        for i, text in enumerate(texts[start:start + sizes[split]]):
+        for i in range(sizes[split]):
             speaker = speakers[i // per_speaker]
             chapter = 10 * speaker.id + (i % per_speaker) // UTTERANCES_PER_CHAPTER + 1
             number = i % UTTERANCES_PER_CHAPTER
             jitter = int(np.random.default_rng([seed, 7003, split_index, i]).integers(-10, 11))
+            rate = int(np.clip(speaker.rate + jitter, *_RATE_WPM))
+            if seconds is None:
+                text = texts.take(1)
+            else:
+                target = np.random.default_rng([seed, 7004, split_index, i]).uniform(*seconds)
+                text = texts.take_until(lambda words: words * 60 / rate >= target)
             utterances.append(SynthUtterance(
                 split=split, index=i, utt_id=f"{speaker.id}-{chapter}-{number:04d}",
-                chapter=chapter, text=text, speaker=speaker,
-                rate=int(np.clip(speaker.rate + jitter, *_RATE_WPM)), seed=seed,
+                chapter=chapter, text=text, speaker=speaker, rate=rate, seed=seed,
             ))
         plan[split] = utterances
-        start += sizes[split]
     return plan
+
+
+class _SentencePool:
+    """Consecutive sentences of :func:`generate_sentences` for ``seed``, handed out in order
+    (the list is a prefix of any longer one, so it grows by regenerating)."""
+
+    def __init__(self, seed: int, size: int):
+        self.seed, self.sentences, self.next = seed, generate_sentences(size, seed), 0
+
+    def _sentence(self) -> str:
+        if self.next == len(self.sentences):
+            self.sentences = generate_sentences(2 * len(self.sentences), self.seed)
+        self.next += 1
+        return self.sentences[self.next - 1]
+
+    def take(self, n: int) -> str:
+        return " ".join(self._sentence() for _ in range(n))
+
+    def take_until(self, enough) -> str:
+        """Sentences joined until ``enough(number of words)`` holds (at least one)."""
+        words: list[str] = []
+        while not words or not enough(len(words)):
+            words += self._sentence().split()
+        return " ".join(words)
 
 
 def render_utterance(utt: SynthUtterance) -> np.ndarray:
@@ -300,6 +333,7 @@ def prepare_synth(
     seed: int = 0,
     num_workers: int = 2,
     progress: bool = True,
+    seconds: Optional[tuple[float, float]] = None,
 ) -> dict:
     """Render the synthetic corpus into ``<out_dir>/LibriSpeech`` (see the module docstring).
 
@@ -310,6 +344,8 @@ def prepare_synth(
         num_workers (int): rendering processes (each initialises espeak-ng once); <= 1 renders
             in this process.
         progress (bool): show a tqdm progress bar per split.
+        seconds ((float, float), optional): long utterances of about this many seconds, several
+            sentences each (see :func:`plan_synth`); e.g. ``(15, 35)`` as in LibriSpeech.
 
     Returns:
         summary (dict): the content of ``synth_info.json``: the configuration and, per split,
@@ -330,6 +366,10 @@ def prepare_synth(
         "generator_version": GENERATOR_VERSION, "synth_version": SYNTH_VERSION,
         "sample_rate": SAMPLE_RATE,
     }
+    if seconds is not None:  # only then: the default corpus keeps its config (and its bytes)
+        if not 0 < seconds[0] <= seconds[1]:
+            raise ValueError(f"utterance seconds must satisfy 0 < min <= max, got {seconds}")
+        config["seconds"] = [float(seconds[0]), float(seconds[1])]
     info_path = out_dir / "synth_info.json"
     for stale in out_dir.glob(f".{info_path.name}.*.tmp"):  # left by a run killed while writing it
         stale.unlink()
@@ -341,7 +381,7 @@ def prepare_synth(
                 "use another directory or delete it")
     else:
         _write_atomic(info_path, json.dumps({"config": config, "complete": False}, indent=1))
-    plan = plan_synth(num_train, num_dev, num_test, seed)
+    plan = plan_synth(num_train, num_dev, num_test, seed, seconds)
     splits, rendered = {}, {}
     todo = [s for s in SPLITS if not (root / s / ".done").exists()]
     pool = None
