@@ -293,10 +293,12 @@ def test_nearest_centroid_is_hamming_argmin_with_lowest_index_ties(bits, C, inte
     nearest = hashing.NearestCentroid(torch.cat([codes, torch.ones(G, N, T + 3)], -1), bits, C,
                                       integer=integer)
     cent = torch.randint(2, (G, C, bits), generator=g).float() * 2 - 1
-    for step in range(3):  # later steps change some centroids: only their keys are recomputed
-        if step:
+    for step in range(5):  # later steps change centroids: only what changed is recomputed
+        if step % 2:  # whole centroids negated (int8: their rows; float32: the full matmul)
             changed = torch.rand(G, C, generator=g) < 0.3
             cent = torch.where(changed[..., None], -cent, cent)
+        elif step:  # a few bits flipped (float32: keys updated by the flipped bits' code rows)
+            cent = torch.where(torch.rand(G, C, bits, generator=g) < 0.05, -cent, cent)
         assign = nearest(cent)
         distance = (codes[:, :, None, :] != cent[:, None, :, :]).sum(-1)  # (G, N, C)
         assert torch.equal(assign, distance.argmin(-1))  # argmin returns the first minimum

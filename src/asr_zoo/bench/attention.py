@@ -13,7 +13,8 @@ padding, as the fast-transformers anchors measure their kernels.
   gradients plus ``backward`` of a fixed random output gradient.
 - ``median_ms`` / ``min_ms``: wall-clock over ``--repeats`` runs after a warm-up; ``cpu_ms``: the
   median process CPU time of one run (all threads; steadier than wall-clock on a shared CPU).
-  ``vs_softmax``: ``median_ms`` over softmax's ``median_ms`` at the same N and mode, same run.
+  ``vs_softmax``: ``median_ms`` over softmax's ``median_ms`` at the same N and mode, same run;
+  ``min_vs_softmax`` the same for ``min_ms`` (steadier on a loaded machine).
 - ``peak_mb``: peak bytes allocated during one run above what was allocated before it (q, k, v
   are not counted, their gradients are). CUDA: ``torch.cuda.max_memory_allocated``; CPU: the
   allocation and free events that ``torch.profiler`` records with ``profile_memory=True``,
@@ -43,7 +44,7 @@ from asr_zoo.hardware import cpu_arithmetic
 from asr_zoo.timing import time_calls
 from asr_zoo.nn.attention import ATTENTION, build_attention
 
-__all__ = ["add_arguments", "clustered_queries", "main", "run"]
+__all__ = ["add_arguments", "clustered_queries", "kernel_arithmetic", "main", "run"]
 
 LENGTHS = (256, 512, 1024, 2048, 4096, 8192)
 HEADS, HEAD_DIM = 4, 64
@@ -65,6 +66,9 @@ def run(args: argparse.Namespace) -> int:
     """Run the benchmark; write ``attention.jsonl``, ``attention.md`` and ``attention.png``."""
     if args.threads:
         torch.set_num_threads(args.threads)
+    print(f"CPU capability {cpu_arithmetic()['cpu_capability']}; arithmetic per kernel: "
+          + ", ".join(f"{t}: {kernel_arithmetic(t, args.device)}" for t in (args.types or ATTENTION.names())),
+          file=sys.stderr)
     device = torch.device(args.device)
     types = args.types or ATTENTION.names()
     if "softmax" in types:  # first, so that every type can be compared with it
@@ -147,8 +151,20 @@ def _measure_type(name: str, n: int, device: torch.device, repeats: int, fwdbwd:
             "params": params, "batch": 1, "heads": HEADS, "head_dim": HEAD_DIM,
             "device": str(device), "threads": torch.get_num_threads(), "repeats": repeats,
             "load_avg_1min": round(os.getloadavg()[0], 2), "torch": torch.__version__, **cpu_arithmetic(),
+            "arithmetic": kernel_arithmetic(name, device),
         })
     return records
+
+
+def kernel_arithmetic(name: str, device: torch.device | str = "cpu") -> str:
+    """The arithmetic a registered kernel uses here (after the :mod:`asr_zoo.hardware` probes)."""
+    if name not in ("clustered", "iclustered"):
+        return "float32"
+    from asr_zoo.nn.attention.hashing import NearestCentroid
+
+    integer = NearestCentroid(torch.ones(1, 2, 80, device=device), 63, 100).integer
+    keys = "int8 _int_mm" if integer else "float32 bmm + flipped-bit updates"
+    return f"float32, Hamming keys {keys}"
 
 
 def _time(fn, repeats: int, device: torch.device) -> tuple[list[float], list[float]]:
@@ -158,15 +174,16 @@ def _time(fn, repeats: int, device: torch.device) -> tuple[list[float], list[flo
 
 
 def _add_ratios(records: list[dict]) -> None:
-    softmax = {(r["n"], r["mode"]): r["median_ms"] for r in records if r["type"] == "softmax"}
+    softmax = {(r["n"], r["mode"]): r for r in records if r["type"] == "softmax"}
     for r in records:
         base = softmax.get((r["n"], r["mode"]))
-        r["vs_softmax"] = round(r["median_ms"] / base, 3) if base else None
+        r["vs_softmax"] = round(r["median_ms"] / base["median_ms"], 3) if base else None
+        r["min_vs_softmax"] = round(r["min_ms"] / base["min_ms"], 3) if base else None
 
 
 def _markdown(records: list[dict], softmax_max_n: int) -> str:
     lines = ["| type | N | fwd ms | fwd+bwd ms | fwd / softmax | fwd+bwd / softmax | fwd MB "
-             "| fwd+bwd MB | rel. error |", "|---|---|---|---|---|---|---|---|---|"]
+             "| fwd+bwd MB | rel. error | arithmetic |", "|---|---|---|---|---|---|---|---|---|---|"]
     by_case: dict = {}
     for r in records:
         by_case.setdefault((r["type"], r["n"]), {})[r["mode"]] = r
@@ -174,7 +191,8 @@ def _markdown(records: list[dict], softmax_max_n: int) -> str:
     for (name, n), modes in sorted(by_case.items(), key=lambda kv: (kv[0][1], measured.index(kv[0][0]))):
         f, b = modes.get("fwd", {}), modes.get("fwdbwd", {})
         cells = [name, n, f.get("median_ms"), b.get("median_ms", "skipped"), f.get("vs_softmax"),
-                 b.get("vs_softmax"), f.get("peak_mb"), b.get("peak_mb", "skipped"), f.get("rel_error")]
+                 b.get("vs_softmax"), f.get("peak_mb"), b.get("peak_mb", "skipped"), f.get("rel_error"),
+                 f.get("arithmetic")]
         lines.append("| " + " | ".join("-" if c is None else str(c) for c in cells) + " |")
     r0 = records[0] if records else {}
     lines.append(f"\nbatch 1, {HEADS} heads x {HEAD_DIM}, float32, {r0.get('device')}, "
@@ -182,8 +200,11 @@ def _markdown(records: list[dict], softmax_max_n: int) -> str:
                  f"softmax fwd+bwd skipped above N={softmax_max_n}; "
                  f"load average {min(r['load_avg_1min'] for r in records) if records else '-'}"
                  f"-{max(r['load_avg_1min'] for r in records) if records else '-'}; "
-                 f"CPU capability {r0.get('cpu_capability')}, clustering keys "
-                 f"{'int8 (torch._int_mm)' if r0.get('int8_mm_fast') else 'float32'}.")
+                 f"CPU capability {r0.get('cpu_capability')} (ATEN_CPU_CAPABILITY="
+                 f"{os.environ.get('ATEN_CPU_CAPABILITY', 'unset')}, ONEDNN_MAX_CPU_ISA="
+                 f"{os.environ.get('ONEDNN_MAX_CPU_ISA', 'unset')}, ASR_ZOO_CPU_ARITH="
+                 f"{os.environ.get('ASR_ZOO_CPU_ARITH', 'probe')}); int8 matmul fast: "
+                 f"{r0.get('int8_mm_fast')}, bf16 fast: {r0.get('bf16_fast')}.")
     return "\n".join(lines) + "\n"
 
 
