@@ -13,6 +13,7 @@ Batches are dicts::
 from __future__ import annotations
 
 import math
+from collections import deque
 from typing import Callable, Optional
 
 import lightning as L
@@ -26,7 +27,7 @@ from .features import add_deltas, pad_features
 from .prepare import PreparedData
 from .tokenizer import Tokenizer
 
-__all__ = ["ASRDataset", "ASRDataModule"]
+__all__ = ["ASRDataset", "ASRDataModule", "ExactlyOnceBucketingSampler"]
 
 
 class ASRDataset(Dataset):
@@ -67,6 +68,44 @@ class ASRDataset(Dataset):
 
     def __len__(self) -> int:  # sampler-driven; length is unknown up front
         raise TypeError("ASRDataset is indexed by CutSet batches from a lhotse sampler")
+
+
+class ExactlyOnceBucketingSampler(DynamicBucketingSampler):
+    """lhotse's duration-bucketing sampler, sharded by rank, with each training cut drawn exactly
+    once per epoch across ranks (when the epoch has at least ``world_size`` cuts).
+
+    lhotse gives the ranks equal batch counts by drawing ``world_size`` batches per step and
+    handing batch ``rank`` to each rank; at the end of the epoch it re-splits a short last group
+    across the ranks and, when that group holds fewer cuts than ranks, *duplicates* cuts (ids
+    ``..._dup0``), so they are trained on twice. Here a last group with fewer cuts than ranks is
+    merged into the last batch of the group before it (that batch grows by at most
+    ``world_size - 1`` utterances, once per epoch), so nothing is repeated or dropped.
+    """
+
+    def __iter__(self):
+        self._lookahead: deque = deque()
+        self._exhausted, self._drawn = False, 0
+        return super().__iter__()
+
+    def _next_batch(self):
+        w = self.world_size
+        if w == 1:
+            return super()._next_batch()
+        while not self._exhausted and len(self._lookahead) < 2 * w:  # enough to see the epoch's last group
+            try:
+                self._lookahead.append(super()._next_batch())
+            except StopIteration:
+                self._exhausted = True
+        if self._exhausted and self._drawn % w == 0 and w < len(self._lookahead) < 2 * w:
+            tail = [self._lookahead.pop() for _ in range(len(self._lookahead) - w)]
+            if sum(len(b) for b in tail) < w:  # lhotse would duplicate cuts to fill the ranks
+                self._lookahead[-1] = CutSet.from_cuts([c for b in [self._lookahead[-1], *tail] for c in b])
+            else:
+                self._lookahead.extend(reversed(tail))
+        if not self._lookahead:
+            raise StopIteration
+        self._drawn += 1
+        return self._lookahead.popleft()
 
 
 def _rank_and_world_size() -> tuple[int, int]:
@@ -120,6 +159,7 @@ class ASRDataModule(L.LightningDataModule):
         self.eval_set = ASRDataset(self.tokenizer, mean, std, self.cfg.features.deltas, None)
         if stage in (None, "fit"):
             self.train_cuts = self._filtered_train_cuts()
+        if stage in (None, "fit", "validate"):  # trainer.validate(module, datamodule) needs the dev split alone
             self.dev_cuts = self.data.features(self.cfg.dev_split)
             if self.val_max_utts:
                 self.dev_cuts = self.dev_cuts.subset(first=self.val_max_utts)
@@ -171,7 +211,7 @@ class ASRDataModule(L.LightningDataModule):
 
     def _loader(self, cuts: CutSet, dataset: ASRDataset, shuffle: bool) -> DataLoader:
         if shuffle:  # training: duration buckets keep padding low; lhotse shards by rank (equal batch counts)
-            sampler = DynamicBucketingSampler(
+            sampler = ExactlyOnceBucketingSampler(
                 cuts, max_duration=self.cfg.max_duration, shuffle=True, seed=self.seed, drop_last=False,
                 num_buckets=min(self.cfg.num_buckets, len(cuts)), num_cuts_for_bins_estimate=min(10000, len(cuts)),
             )
