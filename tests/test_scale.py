@@ -35,3 +35,36 @@ def test_cosine_decays_under_an_epoch_budget(tiny_corpus, tmp_path):
     assert all(b <= a + 1e-12 for a, b in zip(after, after[1:])), lrs  # monotone decay after the peak
     assert after[-1] < 0.3e-3, lrs  # decayed most of the way to the 1e-4 floor, not constant
     assert steps == sorted(steps)
+
+
+def test_split_roles_resolve_to_the_configured_splits():
+    import pytest
+
+    from asr_zoo.config import ConfigError, compose
+    from asr_zoo.data.splits import resolve_split, split_names
+
+    ls = compose(["data=librispeech"]).data
+    assert resolve_split(ls, "test") == ls.test_split != "test"
+    assert resolve_split(ls, "dev") == ls.dev_split
+    assert split_names(ls, "train") == list(ls.train_splits)
+    assert resolve_split(ls, "test-other") == "test-other"  # directory names pass through
+    if len(ls.train_splits) > 1:
+        with pytest.raises(ConfigError, match="name one of them"):
+            resolve_split(ls, "train")
+    synth = compose([]).data
+    assert [resolve_split(synth, r) for r in ("dev", "test")] == ["dev", "test"]
+
+
+def test_eval_split_role_on_a_librispeech_layout_run(tiny_corpus, tmp_path):
+    """`asr-zoo eval RUN --split test` on a run whose test split is test-clean."""
+    import json
+    import shutil
+
+    root = tmp_path / "ls"
+    for src, dst in [("train", "train-clean-100"), ("dev", "dev-clean"), ("test", "test-clean")]:
+        shutil.copytree(tiny_corpus / "LibriSpeech" / src, root / "LibriSpeech" / dst)
+    run = tmp_path / "run"
+    assert main(tiny_train_args(root, run, "data.train_splits=[train-clean-100]", "data.dev_split=dev-clean",
+                                "data.test_split=test-clean", "trainer.max_steps=1")) == 0
+    assert main(["eval", str(run), "--split", "test", "--max-utts", "2"]) == 0
+    assert json.loads((run / "results" / "test-clean.json").read_text())["split"] == "test-clean"

@@ -20,6 +20,7 @@ from .align.viterbi import ctc_viterbi
 from .config import ConfigError
 from .data.datamodule import ASRDataset
 from .data.prepare import PreparedData
+from .data.splits import split_names
 from .decoding.ctc import collapse_ctc
 from .losses.ctc import ctc_min_frames
 from .objectives import load_run
@@ -50,7 +51,7 @@ def align_run(run_dir: Path, splits: list[str] | None = None, device: str = "cpu
     if index.get("dir") != str(out_dir):  # none yet, or it lists the stores of another directory
         index = {"dir": str(out_dir), "splits": {}}  # (run renamed, data moved): never point there
     data = PreparedData(cfg.data)
-    for split in splits or list(cfg.data.train_splits):
+    for split in [s for name in (splits or ["train"]) for s in split_names(cfg.data, name)]:  # roles resolved
         path = out_dir / f"{split}.pt"
         if path.exists() and split in index["splits"]:
             print(f"{split}: alignments exist ({path})")

@@ -26,6 +26,7 @@ from tqdm import tqdm
 from .config import load_config
 from .data.datamodule import ASRDataset
 from .data.prepare import PreparedData
+from .data.splits import resolve_split
 from .objectives import load_run
 from .report.metrics import error_rates, utterance_word_errors
 from .tensors import to_device
@@ -59,7 +60,7 @@ def evaluate(run_dir: Path, split: str | None = None, overrides: list[str] = (),
     """Decode ``split`` (default: the data config's test split) and write results + hypotheses."""
     run_dir = Path(run_dir)
     module, cfg = load_run(run_dir, overrides, checkpoint, device)
-    split = split or cfg.data.test_split
+    split = resolve_split(cfg.data, split or "test")  # a role (train/dev/test) or a split name
     data = PreparedData(cfg.data)
     cuts: CutSet = data.features(split, num_jobs=max(1, cfg.data.num_workers))
     extractor = data.extractor()
