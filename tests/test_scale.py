@@ -34,6 +34,7 @@ def test_cosine_decays_under_an_epoch_budget(tiny_corpus, tmp_path):
     after = values[values.index(peak):]
     assert all(b <= a + 1e-12 for a, b in zip(after, after[1:])), lrs  # monotone decay after the peak
     assert after[-1] < 0.3e-3, lrs  # decayed most of the way to the 1e-4 floor, not constant
+    assert sum(v <= 1e-4 + 1e-9 for v in values) <= 3, lrs  # the horizon is counted: no long tail at the floor
     assert steps == sorted(steps)
 
 

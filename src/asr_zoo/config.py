@@ -213,7 +213,7 @@ RESULT_NEUTRAL_KEYS = ("run_dir", "trainer.num_threads", "trainer.progress_bar",
                        "data.root")
 # Keys an unfinished run may change when it resumes: its budget and the hardware it runs on.
 RESUMABLE_KEYS = ("trainer.max_steps", "trainer.max_epochs", "trainer.max_time", "trainer.accelerator",
-                  "trainer.devices", "trainer.strategy")
+                  "trainer.devices", "trainer.num_nodes", "trainer.strategy")
 
 
 def flatten(d: dict, prefix: str = "") -> dict:

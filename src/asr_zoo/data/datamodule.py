@@ -12,7 +12,6 @@ Batches are dicts::
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from typing import Callable, Optional
 
@@ -202,19 +201,25 @@ class ASRDataModule(L.LightningDataModule):
         return None
 
     def estimated_batches_per_epoch(self, world_size: int = 1) -> int:
-        """Training batches one rank draws per epoch, estimated from the training cuts' total
-        duration (seconds) / ``data.max_duration`` (seconds per batch), divided over ``world_size``
-        ranks (lhotse gives every rank the same count). A slight underestimate: the bucketing
-        sampler rarely fills a batch to the last second (docs/scale.md has the measured ratio)."""
-        seconds = sum(c.duration for c in self.train_cuts)
-        return max(1, math.ceil(math.ceil(seconds / self.cfg.max_duration) / world_size))
+        """Training batches one rank draws per epoch: counted by a dry pass of the training
+        sampler over epoch 0 (cut metadata only, no features), rank 0 of ``world_size`` (lhotse
+        gives every rank the same count). Other epochs' shuffles differ by a batch or two."""
+        if getattr(self, "_batches_per_epoch", (None, None))[0] != world_size:
+            sampler = self._train_sampler(self.train_cuts, world_size=world_size, rank=0)
+            self._batches_per_epoch = (world_size, max(1, sum(1 for _ in sampler)))
+        return self._batches_per_epoch[1]
+
+    def _train_sampler(self, cuts: CutSet, **rank_and_world) -> ExactlyOnceBucketingSampler:
+        """Duration buckets keep padding low; lhotse shards by rank (equal batch counts)."""
+        return ExactlyOnceBucketingSampler(
+            cuts, max_duration=self.cfg.max_duration, shuffle=True, seed=self.seed, drop_last=False,
+            num_buckets=min(self.cfg.num_buckets, len(cuts)), num_cuts_for_bins_estimate=min(10000, len(cuts)),
+            **rank_and_world,
+        )
 
     def _loader(self, cuts: CutSet, dataset: ASRDataset, shuffle: bool) -> DataLoader:
-        if shuffle:  # training: duration buckets keep padding low; lhotse shards by rank (equal batch counts)
-            sampler = ExactlyOnceBucketingSampler(
-                cuts, max_duration=self.cfg.max_duration, shuffle=True, seed=self.seed, drop_last=False,
-                num_buckets=min(self.cfg.num_buckets, len(cuts)), num_cuts_for_bins_estimate=min(10000, len(cuts)),
-            )
+        if shuffle:  # training
+            sampler = self._train_sampler(cuts)
         else:  # evaluation: sorted by duration, deterministic, each utterance on exactly one rank
             rank, world = _rank_and_world_size()
             shard = CutSet.from_cuts(list(cuts.sort_by_duration())[rank::world])

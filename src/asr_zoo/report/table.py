@@ -40,17 +40,22 @@ def find_runs(paths: list[Path]) -> tuple[list[Path], list[str]]:
 def collect_rows(run_dirs: list[Path], split: str | None = None) -> list[dict]:
     """One row per results file of every run (optionally one split): results + training time,
     the run's seed and its config with ``seed`` and result-neutral keys left out (``group_key``)."""
+    from omegaconf import OmegaConf
+
     from ..config import RESULT_NEUTRAL_KEYS, flatten
+    from ..data.splits import split_names
 
     rows = []
     for run in map(Path, run_dirs):
         summary = read_json(run / "train_summary.json") if (run / "train_summary.json").exists() else {}
-        cfg = flatten(yaml.safe_load((run / "config.yaml").read_text()) or {})
+        raw = yaml.safe_load((run / "config.yaml").read_text()) or {}
+        wanted = split_names(OmegaConf.create(raw["data"]), split) if split else None  # roles: train/dev/test
+        cfg = flatten(raw)
         seed = cfg.pop("seed", None)
         cfg = {k: v for k, v in cfg.items() if not k.startswith(RESULT_NEUTRAL_KEYS) and k != "data.root"}
         for f in sorted((run / "results").glob("*.json")):
             r = read_json(f)
-            if split and r["split"] != split:
+            if wanted and r["split"] not in wanted:
                 continue
             tag = f.stem
             name = run.name + (tag[len(r["split"]):] if tag != r["split"] else "")
