@@ -204,9 +204,10 @@ class ASRDataModule(L.LightningDataModule):
         """Training batches one rank draws per epoch: counted by a dry pass of the training
         sampler over epoch 0 (cut metadata only, no features), rank 0 of ``world_size`` (lhotse
         gives every rank the same count). Other epochs' shuffles differ by a batch or two."""
-        if getattr(self, "_batches_per_epoch", (None, None))[0] != world_size:
+        key = (world_size, self.cfg.max_duration, len(self.train_cuts))
+        if getattr(self, "_batches_per_epoch", (None, None))[0] != key:
             sampler = self._train_sampler(self.train_cuts, world_size=world_size, rank=0)
-            self._batches_per_epoch = (world_size, max(1, sum(1 for _ in sampler)))
+            self._batches_per_epoch = (key, max(1, sum(1 for _ in sampler)))
         return self._batches_per_epoch[1]
 
     def _train_sampler(self, cuts: CutSet, **rank_and_world) -> ExactlyOnceBucketingSampler:
