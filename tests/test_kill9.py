@@ -244,8 +244,9 @@ def test_prepare_synth_rerun_removes_its_temporaries(k9_prepared, tmp_path):
     dev = out / "LibriSpeech" / "dev"
     (dev / ".done").unlink()
     chapter = next(p.parent for p in dev.glob("*/*/*.trans.txt"))
-    stale = [out / ".synth_info.json.12345.tmp", dev / "..done.12345.tmp", chapter / f".{chapter.parent.name}-x.trans.txt.1.tmp",
-             next(chapter.glob("*.flac")).with_suffix(".flac.12345.tmp")]
+    flac = next(chapter.glob("*.flac"))
+    stale = [out / ".tmp-12345-synth_info.json", dev / ".tmp-12345-.done", chapter / f".tmp-1-{chapter.parent.name}-x.trans.txt",
+             flac.with_name(f".tmp-12345-{flac.name}")]
     for p in stale:
         p.write_bytes(b"partial")
     prepare_synth(out, num_train=24, num_dev=4, num_test=4, num_workers=1, progress=False)

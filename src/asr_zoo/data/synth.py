@@ -33,7 +33,6 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
@@ -44,6 +43,7 @@ from scipy.signal import lfilter, resample_poly
 
 from asr_zoo.data import espeak
 from asr_zoo.data.sentences import GENERATOR_VERSION, generate_sentences
+from asr_zoo.utils import atomic_replace, atomic_write_text, remove_stale_temps
 
 __all__ = [
     "SAMPLE_RATE", "SPLITS", "VOICES", "VARIANTS", "UTTERANCES_PER_CHAPTER",
@@ -246,20 +246,12 @@ def _render_to_file(job: tuple[SynthUtterance, str]) -> tuple[str, Optional[int]
         audio = render_utterance(utt)
     except espeak.EspeakError as e:
         return utt.utt_id, None, f"espeak-ng: {e}"
-    tmp = f"{path}.{os.getpid()}.tmp"
-    sf.write(tmp, audio, SAMPLE_RATE, format="FLAC", subtype="PCM_16")
-    os.replace(tmp, path)
+    atomic_replace(Path(path), lambda tmp: sf.write(tmp, audio, SAMPLE_RATE, format="FLAC", subtype="PCM_16"))
     return utt.utt_id, audio.shape[0], None
 
 
 def _init_worker() -> None:
     espeak.sample_rate()  # initialise libespeak-ng once in this worker
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _duration_stats(seconds: list[float]) -> dict:
@@ -282,8 +274,7 @@ def _prepare_split(
     """
     from tqdm import tqdm
 
-    for stale in split_dir.rglob("*.tmp"):  # left by an interrupted run
-        stale.unlink()
+    remove_stale_temps(split_dir, recursive=True)  # left by an interrupted run
     samples: dict[str, int] = {}
     jobs = []
     for utt in utterances:
@@ -309,7 +300,7 @@ def _prepare_split(
             chapters.setdefault((utt.speaker.id, utt.chapter), []).append(
                 f"{utt.utt_id} {utt.text}\n")
     for (speaker, chapter), lines in chapters.items():
-        _write_atomic(split_dir / str(speaker) / str(chapter) / f"{speaker}-{chapter}.trans.txt",
+        atomic_write_text(split_dir / str(speaker) / str(chapter) / f"{speaker}-{chapter}.trans.txt",
                       "".join(sorted(lines)))
     seconds = [n / SAMPLE_RATE for n in samples.values()]
     stats = {
@@ -320,7 +311,7 @@ def _prepare_split(
         "dropped": len(dropped),
         "dropped_reasons": dict(sorted(dropped.items())),
     }
-    _write_atomic(split_dir / ".done", json.dumps(stats, indent=1) + "\n")
+    atomic_write_text(split_dir / ".done", json.dumps(stats, indent=1) + "\n")
     rendered = [samples[u.utt_id] for u, _ in jobs if u.utt_id in samples]
     return stats, {"utterances": len(rendered), "seconds": round(sum(rendered) / SAMPLE_RATE, 3)}
 
@@ -371,8 +362,7 @@ def prepare_synth(
             raise ValueError(f"utterance seconds must satisfy 0 < min <= max, got {seconds}")
         config["seconds"] = [float(seconds[0]), float(seconds[1])]
     info_path = out_dir / "synth_info.json"
-    for stale in out_dir.glob(f".{info_path.name}.*.tmp"):  # left by a run killed while writing it
-        stale.unlink()
+    remove_stale_temps(out_dir, info_path.name)  # left by a run killed while writing it
     if info_path.exists():
         previous = json.loads(info_path.read_text())["config"]
         if previous != config:
@@ -380,7 +370,7 @@ def prepare_synth(
                 f"{out_dir} holds a synthetic corpus made with {previous}, not {config}; "
                 "use another directory or delete it")
     else:
-        _write_atomic(info_path, json.dumps({"config": config, "complete": False}, indent=1))
+        atomic_write_text(info_path, json.dumps({"config": config, "complete": False}, indent=1))
     plan = plan_synth(num_train, num_dev, num_test, seed, seconds)
     splits, rendered = {}, {}
     todo = [s for s in SPLITS if not (root / s / ".done").exists()]
@@ -408,5 +398,5 @@ def prepare_synth(
         "total_hours": round(sum(s["hours"] for s in splits.values()), 4),
         "splits": splits,
     }
-    _write_atomic(info_path, json.dumps(info, indent=1) + "\n")
+    atomic_write_text(info_path, json.dumps(info, indent=1) + "\n")
     return {**info, "rendered": rendered}
