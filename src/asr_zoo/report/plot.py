@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..utils import atomic_replace
+
 __all__ = ["pareto_front", "plot_pareto"]
 
 
@@ -52,9 +54,6 @@ def plot_pareto(groups: list[dict], out: Path) -> Path | None:
     fig.tight_layout()
     if drawn:
         out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp.png")
-        fig.savefig(tmp, dpi=120)
-        tmp.replace(out)
+        atomic_replace(out, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)
     return out if drawn else None
