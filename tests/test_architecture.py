@@ -142,3 +142,22 @@ def test_schema_choices_match_the_implementations():
     for registry, table in ((ATTENTION, schemas.ATTENTION_SCHEMAS), (OBJECTIVES, schemas.OBJECTIVE_SCHEMAS)):
         assert set(registry.names()) == set(table)
         assert all(registry.get(name).config is table[name] for name in table)
+
+
+def test_hand_written_lists_match_the_registries():
+    """The README's list of choices and the sweeps over every attention type / objective name
+    exactly what the registries hold: adding a type without them fails here."""
+    import re
+
+    import yaml
+
+    from asr_zoo.config import GROUPS, group_choices
+
+    readme = " ".join((PACKAGE.parents[1] / "README.md").read_text().split())
+    for group in GROUPS:
+        listed = re.search(rf"`{group}` \(([^)]*)\)", readme)
+        assert listed, f"README lists no choices of {group}"
+        assert set(listed.group(1).replace(" ", "").split(",")) == set(group_choices(group)), group
+    for sweep in sorted((CONF / "sweeps").glob("objectives_x_attention*.yaml")):
+        values = yaml.safe_load(sweep.read_text())["parameters"]["attention"]["values"]
+        assert set(values) == _registered("attention"), sweep.name
