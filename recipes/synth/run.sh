@@ -8,14 +8,8 @@
 # (extra overrides for the expert / the Imputers), PREPARE_ARGS (e.g. "--num-train 200").
 # Every stage is resumable: finished runs and alignments are skipped on rerun.
 set -euo pipefail
-stage=0; stop_stage=100
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --stage) stage=$2; shift 2 ;;
-    --stop-stage) stop_stage=$2; shift 2 ;;
-    *) echo "unknown option $1" >&2; exit 2 ;;
-  esac
-done
+source "$(dirname "$0")/../stages.sh"
+parse_stage_options "$@"
 ASR_ZOO=${ASR_ZOO:-asr-zoo}
 DATA=${DATA:-data/synth}
 RUNS=${RUNS:-runs/synth-imputer}

@@ -10,14 +10,8 @@
 # DP_STEPS (Imputer-DP steps after its expert, default 500, as `make demo`).
 # Every stage is resumable: rerun the same command.
 set -euo pipefail
-stage=0; stop_stage=100
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --stage) stage=$2; shift 2 ;;
-    --stop-stage) stop_stage=$2; shift 2 ;;
-    *) echo "unknown option $1" >&2; exit 2 ;;
-  esac
-done
+source "$(dirname "$0")/../stages.sh"
+parse_stage_options "$@"
 ASR_ZOO=${ASR_ZOO:-asr-zoo}
 DATA=${DATA:-data/synth}
 RUNS=${RUNS:-runs/sweep-oxs}
