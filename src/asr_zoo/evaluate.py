@@ -30,7 +30,7 @@ from .data.splits import resolve_split
 from .objectives import load_run
 from .report.metrics import error_rates, utterance_word_errors
 from .tensors import to_device
-from .utils import atomic_replace, atomic_write_json
+from .utils import atomic_replace, atomic_write_json, remove_stale_temps
 
 __all__ = ["evaluate", "tune", "result_tag"]
 
@@ -60,6 +60,7 @@ def evaluate(run_dir: Path, split: str | None = None, overrides: list[str] = (),
     """Decode ``split`` (default: the data config's test split) and write results + hypotheses."""
     run_dir = Path(run_dir)
     module, cfg = load_run(run_dir, overrides, checkpoint, device)
+    remove_stale_temps(run_dir / "results")  # what a killed evaluation left mid-write
     split = resolve_split(cfg.data, split or "test")  # a role (train/dev/test) or a split name
     data = PreparedData(cfg.data)
     cuts: CutSet = data.features(split, num_jobs=max(1, cfg.data.num_workers))
