@@ -7,6 +7,8 @@ DDP is launched from a script, never from inside pytest).
 
 from __future__ import annotations
 
+import datetime
+import faulthandler
 import json
 import os
 import sys
@@ -41,13 +43,15 @@ def _parity_batches(root: str):
 
 
 def _parity_rank(rank: int, init: str, out: str) -> None:
+    faulthandler.dump_traceback_later(90, exit=True)  # a stall anywhere else: its stack on stderr, then exit
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     from asr_zoo.config import compose
     from asr_zoo.objectives import build_module
 
-    dist.init_process_group("gloo", rank=rank, world_size=2)
+    # a bounded wait: a rendezvous or collective that stalls fails the attempt instead of hanging
+    dist.init_process_group("gloo", rank=rank, world_size=2, timeout=datetime.timedelta(seconds=45))
     torch.set_num_threads(1)
     state = torch.load(init)
     root, vocab, feature_dim = state["build"]
