@@ -113,7 +113,7 @@ class ASRModule(L.LightningModule):
         self.log("train/skipped_steps", float(self.skipped_steps), batch_size=1)
         limit = self.cfg.trainer.max_consecutive_bad_steps
         print(f"warning: step {self.global_step}: non-finite loss or gradient, step skipped "
-              f"({int(self.skipped_steps)} so far, {self._bad_in_a_row} in a row)", flush=True)
+              f"({self.skipped_steps} so far, {self._bad_in_a_row} in a row)", flush=True)
         if self._bad_in_a_row >= limit:
             raise TrainingDiverged(
                 f"training diverged: {self._bad_in_a_row} steps in a row had a non-finite loss or gradient "
@@ -162,8 +162,8 @@ class ASRModule(L.LightningModule):
 def total_optimizer_steps(trainer) -> Optional[int]:
     """Optimizer steps of the whole run, for the cosine schedule: ``trainer.max_steps`` when set,
     else ``max_epochs`` x ceil(batches per epoch and rank / ``accumulate_grad_batches``), the
-    batches estimated by the datamodule from the training audio's duration (lhotse's samplers have
-    no length), and the smaller of the two when both bound the run. None when neither is known
+    batches counted by a dry pass of the datamodule's training sampler (lhotse's samplers have no
+    length), and the smaller of the two when both bound the run. None when neither is known
     (a ``max_time``-only budget): the schedule then stays constant after warm-up.
     """
     max_steps = trainer.max_steps if trainer.max_steps > 0 else None
