@@ -24,7 +24,7 @@ LAYERS = [
     {"align"},
     {"report"},
     {"objectives"},
-    {"train", "evaluate", "sweep", "aligner", "average"},
+    {"train", "evaluate", "sweep", "aligner", "average", "ema"},
     {"cli", "bench", "__main__", "__init__"},
 ]
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}

@@ -121,6 +121,8 @@ class OptimConfig:
     warmup_steps: int = 500
     schedule: str = choice("cosine", "noam", "constant")  # all after linear warm-up
     min_lr_ratio: float = 0.02  # cosine floor as a fraction of lr
+    ema_decay: float = bounded(0.0, 0.0, 1.0, high_open=True)  # EMA decay per optimizer step (0: off); validation, checkpoints and eval use the EMA
+    ema_start_step: int = bounded(0, 0)  # the EMA copies the weights until this optimizer step
 
 
 @dataclass

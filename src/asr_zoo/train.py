@@ -35,6 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 from .config import (RESULT_NEUTRAL_KEYS, RESUMABLE_KEYS, ConfigError, config_differences, fill_placeholders,
                      load_config, save_config)
 from .data.datamodule import ASRDataModule
+from .ema import EMA
 from .hardware import cpu_fast_bf16
 from .objectives import OBJECTIVES, build_module
 from .report.online import wandb_mode
@@ -228,6 +229,8 @@ def _trainer(cfg: DictConfig, run_dir: Path, resume_step: int | None) -> tuple[L
                            save_on_train_epoch_end=True, enable_version_counter=False)
     timer = EpochTimer()
     callbacks = [best, last, timer, RNGState(), LearningRateMonitor("step")]
+    if cfg.optim.ema_decay:  # validation and every checkpoint's state_dict use the EMA weights (ema.py)
+        callbacks.append(EMA(cfg.optim.ema_decay, cfg.optim.ema_start_step))
     if t.keep_epoch_checkpoints:  # checkpoints/epoch-EEE.ckpt of the last N epochs, for `asr-zoo average`
         callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename=EPOCH_CHECKPOINT, monitor="epoch", mode="max",
                                          save_top_k=t.keep_epoch_checkpoints, every_n_epochs=1,
