@@ -9,7 +9,7 @@ Usage::
     asr-zoo align runs/ctc --split train                        # expert alignments for the Imputer
     asr-zoo train objective=imputer_dp objective.expert=runs/ctc run_dir=runs/dp
     asr-zoo compare runs/* [--out table.md]
-    asr-zoo bench attention | rnnt-loss | imputer-loss | seq2seq-decode [--out DIR]
+    asr-zoo bench attention | rnnt-loss | imputer-loss | seq2seq-decode | loader [--out DIR]
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ BENCHES = {
     "imputer-loss": "asr_zoo.bench.imputer_loss",
     "seq2seq-decode": "asr_zoo.bench.seq2seq_decode",
     "train-step": "asr_zoo.bench.train_step",
+    "loader": "asr_zoo.bench.loader",
 }
 
 
