@@ -76,6 +76,8 @@ recipe-synth-imputer: $(RECIPE_DEPS)
 recipe-synth-matrix: $(RECIPE_DEPS)
 	ASR_ZOO="$(ASR_ZOO)" DATA=$(DATA) OBJECTIVES="$(OBJECTIVES)" ATTENTIONS="$(ATTENTIONS)" bash recipes/synth/matrix.sh
 
+# TRAINER (gpu | ddp | ddp_cpu), TRAIN_ARGS, EXPERT_ARGS, IMPUTER_ARGS, EVAL_SPLITS, RUNS given to make reach
+# recipes/librispeech/run.sh (command-line variables are exported); its header has a CPU example.
 recipe-librispeech-imputer: $(RECIPE_DEPS)
 	@test -n "$(LIBRISPEECH)" || { echo "usage: make recipe-librispeech-imputer LIBRISPEECH=/dir/holding/LibriSpeech"; exit 2; }
 	ASR_ZOO="$(ASR_ZOO)" bash recipes/librispeech/run.sh --root $(LIBRISPEECH) $(if $(DOWNLOAD),--download)

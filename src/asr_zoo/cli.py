@@ -41,7 +41,7 @@ def _cmd_prepare(args) -> int:
 
         summary = prepare_synth(Path(args.out), num_train=args.num_train, num_dev=args.num_dev,
                                 num_test=args.num_test, seed=args.seed, num_workers=args.workers,
-                                seconds=_seconds(args))
+                                seconds=_seconds(args), layout=args.layout)
         for split, st in summary["splits"].items():
             print(f"{split}: {st['utterances']} utterances, {st['hours']:.2f} h, {st['speakers']} speakers, "
                   f"{st['dropped']} dropped ({args.out}/synth_info.json has the details)")
@@ -160,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--min-seconds", type=float, help="long utterances: several sentences each, "
                    "about --min-seconds to --max-seconds long (e.g. 15 and 35, as LibriSpeech)")
     s.add_argument("--max-seconds", type=float)
+    s.add_argument("--layout", choices=("synth", "librispeech"), default="synth",  # data/synth.py LAYOUTS
+                   help="split names: train/dev/test, or LibriSpeech's train-clean-100, dev-clean, dev-other, "
+                   "test-clean, test-other (--num-dev/--num-test per dev/test set; 'other': unseen voices, noisier)")
     s.add_argument("--on-bad", choices=["drop", "fail"], default="drop")
     ls = psub.add_parser("librispeech", help="prepare LibriSpeech under ROOT/LibriSpeech")
     ls.add_argument("--root", required=True, help="directory holding (or receiving) LibriSpeech/")

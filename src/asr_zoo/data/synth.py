@@ -16,6 +16,13 @@ A speaker is one voice setting: dialect (``en-us``, ``en-gb-scotland``...) + var
 train voices (matched condition) and test uses dialect+variant combinations found in
 neither (one male and one female variant per dialect are held out).
 
+``layout="librispeech"`` (:data:`LAYOUTS`) writes LibriSpeech's split names instead, for running
+the LibriSpeech recipe on synthetic data: ``train-clean-100`` (``num_train``), ``dev-clean`` and
+``test-clean`` (``num_dev`` / ``num_test`` each; new speakers of the training dialect+variant
+combinations, the same noise), ``dev-other`` and ``test-other`` (held-out dialect+variant
+combinations and noisier audio, 5-15 dB SNR instead of 20-35 dB). Every speaker (voice + pitch)
+occurs in one split only, as in LibriSpeech.
+
 Everything is a function of ``seed``: each utterance draws its rate, padding and noise from
 its own RNG and espeak-ng renders it in a fresh process state, so a corpus is byte-identical
 whatever the number of workers or the order of work. Preparation is resumable: FLACs are
@@ -46,7 +53,7 @@ from asr_zoo.data.sentences import GENERATOR_VERSION, generate_sentences
 from asr_zoo.utils import atomic_replace, atomic_write_text, remove_stale_temps
 
 __all__ = [
-    "SAMPLE_RATE", "SPLITS", "VOICES", "VARIANTS", "UTTERANCES_PER_CHAPTER",
+    "SAMPLE_RATE", "SPLITS", "LAYOUTS", "SplitSpec", "VOICES", "VARIANTS", "UTTERANCES_PER_CHAPTER",
     "CHAPTERS_PER_SPEAKER", "SynthSpeaker", "SynthUtterance", "plan_synth", "render_utterance",
     "prepare_synth",
 ]
@@ -55,7 +62,7 @@ Pathlike = Union[str, Path]
 
 SAMPLE_RATE = 16000
 SYNTH_VERSION = 1  # bump when rendering changes (with GENERATOR_VERSION, recorded in synth_info)
-SPLITS = ("train", "dev", "test")
+SPLITS = ("train", "dev", "test")  # the default layout's splits
 VOICES = ("en-us", "en-us-nyc", "en", "en-gb-x-rp", "en-gb-scotland", "en-gb-x-gbclan",
           "en-gb-x-gbcwmd", "en-029")
 """espeak-ng English dialects (``en`` is British English)."""
@@ -67,8 +74,33 @@ _RATE_WPM = (140, 210)  # speaking rate range, words per minute
 _PITCH = (30, 70)  # espeak-ng base pitch, 0-100
 _PITCH_RANGE = (30, 80)  # espeak-ng intonation range, 0-100
 _SNR_DB = (20.0, 35.0)
+_OTHER_SNR_DB = (5.0, 15.0)  # the noisier "other" splits of the librispeech layout
 _PAD_SECONDS = (0.05, 0.3)  # silence added before and after the speech
 _PEAK = 0.9
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """One split of a layout: its directory name, the size argument that sets its length
+    (``train``: ``num_train``, ``dev``: ``num_dev``, ``test``: ``num_test``), its voice pool
+    (``train``: the dialect+variant combinations the training split draws from, ``held_out``: those
+    reserved for unseen-voice splits) and its noise (SNR range in dB)."""
+
+    name: str
+    size: str
+    voices: str
+    snr_db: tuple[float, float] = _SNR_DB
+
+
+LAYOUTS: dict[str, tuple[SplitSpec, ...]] = {
+    "synth": (SplitSpec("train", "train", "train"), SplitSpec("dev", "dev", "train"),
+              SplitSpec("test", "test", "held_out")),
+    "librispeech": (SplitSpec("train-clean-100", "train", "train"), SplitSpec("dev-clean", "dev", "train"),
+                    SplitSpec("dev-other", "dev", "held_out", _OTHER_SNR_DB),
+                    SplitSpec("test-clean", "test", "train"),
+                    SplitSpec("test-other", "test", "held_out", _OTHER_SNR_DB)),
+}
+"""Split layouts of :func:`prepare_synth`, in rendering order (the position seeds each split)."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +126,8 @@ class SynthUtterance:
     speaker: SynthSpeaker
     rate: int  # words per minute
     seed: int  # corpus seed
+    split_index: int  # position of the split in its layout; seeds this utterance's RNG
+    snr_db: tuple[float, float]  # noise level range of the split
 
     @property
     def relative_path(self) -> str:
@@ -111,7 +145,7 @@ def _held_out_voices(seed: int) -> set[str]:
 
 def plan_synth(
     num_train: int = 2000, num_dev: int = 200, num_test: int = 200, seed: int = 0,
-    seconds: Optional[tuple[float, float]] = None,
+    seconds: Optional[tuple[float, float]] = None, layout: str = "synth",
 ) -> dict[str, list[SynthUtterance]]:
     """Decide every utterance of the corpus (text, speaker, rate, path) without rendering.
 
@@ -121,6 +155,7 @@ def plan_synth(
         seconds ((float, float), optional): long utterances: each draws a target duration
             uniformly from this range and speaks consecutive sentences until their estimated
             duration (words at its speaking rate) reaches it. Default: one sentence each.
+        layout (str): split names and conditions, a key of :data:`LAYOUTS`.
 
     Returns:
         plan (dict[str, list[SynthUtterance]]): per split, its utterances in order. Speaker
@@ -128,27 +163,30 @@ def plan_synth(
 
     Raises:
         ValueError: a split needs more speakers than its voices x pitches allow (about 2900
-            train speakers, i.e. ~59k train utterances).
+            train speakers, i.e. ~59k train utterances); an unknown layout.
     """
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown synthetic corpus layout {layout!r}; valid: {', '.join(LAYOUTS)}")
+    specs = LAYOUTS[layout]
     sizes = {"train": num_train, "dev": num_dev, "test": num_test}
-    texts = _SentencePool(seed, sum(sizes.values()) if seconds is None else
-                          int(sum(sizes.values()) * seconds[1] / 2.5) + 64)
+    total = sum(sizes[spec.size] for spec in specs)
+    texts = _SentencePool(seed, total if seconds is None else int(total * seconds[1] / 2.5) + 64)
     held_out = _held_out_voices(seed)
     pools = {
         "train": sorted(f"{d}+{v}" for d in VOICES for v in VARIANTS if f"{d}+{v}" not in held_out),
-        "test": sorted(held_out),
+        "held_out": sorted(held_out),
     }
-    pools["dev"] = pools["train"]
     per_speaker = UTTERANCES_PER_CHAPTER * CHAPTERS_PER_SPEAKER
     used: set[tuple[str, int]] = set()  # (voice, pitch): a speaker's identity
     plan: dict[str, list[SynthUtterance]] = {}
     next_speaker = 1
-    for split_index, split in enumerate(SPLITS):
+    for split_index, spec in enumerate(specs):
+        split, size = spec.name, sizes[spec.size]
         rng = np.random.default_rng([seed, 7002, split_index])
-        pool = list(pools[split])
+        pool = list(pools[spec.voices])
         rng.shuffle(pool)
         speakers = []
-        for k in range(math.ceil(sizes[split] / per_speaker)):
+        for k in range(math.ceil(size / per_speaker)):
             voice = pool[k % len(pool)]
             if sum(v == voice for v, _ in used) > _PITCH[1] - _PITCH[0]:
                 raise ValueError(f"too many speakers for {split}: every pitch of {voice} is taken")
@@ -163,7 +201,7 @@ def plan_synth(
             ))
         next_speaker += len(speakers)
         utterances = []
-        for i in range(sizes[split]):
+        for i in range(size):
             speaker = speakers[i // per_speaker]
             chapter = 10 * speaker.id + (i % per_speaker) // UTTERANCES_PER_CHAPTER + 1
             number = i % UTTERANCES_PER_CHAPTER
@@ -177,6 +215,7 @@ def plan_synth(
             utterances.append(SynthUtterance(
                 split=split, index=i, utt_id=f"{speaker.id}-{chapter}-{number:04d}",
                 chapter=chapter, text=text, speaker=speaker, rate=rate, seed=seed,
+                split_index=split_index, snr_db=spec.snr_db,
             ))
         plan[split] = utterances
     return plan
@@ -226,12 +265,12 @@ def render_utterance(utt: SynthUtterance) -> np.ndarray:
     rate_in = espeak.sample_rate()
     g = math.gcd(SAMPLE_RATE, rate_in)
     speech = resample_poly(speech, SAMPLE_RATE // g, rate_in // g)
-    rng = np.random.default_rng([utt.seed, 7004, SPLITS.index(utt.split), utt.index])
+    rng = np.random.default_rng([utt.seed, 7004, utt.split_index, utt.index])
     lead, trail = (int(rng.uniform(*_PAD_SECONDS) * SAMPLE_RATE) for _ in range(2))
     audio = np.concatenate([np.zeros(lead), speech, np.zeros(trail)])
     # Coloured noise: white noise through a one-pole low-pass (pole 0 = white, 0.95 = dark).
     noise = lfilter([1.0], [1.0, -rng.uniform(0.0, 0.95)], rng.standard_normal(audio.shape[0]))
-    snr_db = rng.uniform(*_SNR_DB)
+    snr_db = rng.uniform(*utt.snr_db)
     speech_power = np.mean(speech**2)
     noise *= np.sqrt(speech_power / (np.mean(noise**2) * 10 ** (snr_db / 10)))
     audio += noise
@@ -325,6 +364,7 @@ def prepare_synth(
     num_workers: int = 2,
     progress: bool = True,
     seconds: Optional[tuple[float, float]] = None,
+    layout: str = "synth",
 ) -> dict:
     """Render the synthetic corpus into ``<out_dir>/LibriSpeech`` (see the module docstring).
 
@@ -337,6 +377,8 @@ def prepare_synth(
         progress (bool): show a tqdm progress bar per split.
         seconds ((float, float), optional): long utterances of about this many seconds, several
             sentences each (see :func:`plan_synth`); e.g. ``(15, 35)`` as in LibriSpeech.
+        layout (str): ``synth`` (train / dev / test) or ``librispeech`` (train-clean-100,
+            dev-clean, dev-other, test-clean, test-other; see the module docstring).
 
     Returns:
         summary (dict): the content of ``synth_info.json``: the configuration and, per split,
@@ -347,8 +389,11 @@ def prepare_synth(
         files on disk do not depend on how often preparation was resumed.
 
     Raises:
-        ValueError: ``out_dir`` holds a corpus prepared with a different configuration.
+        ValueError: ``out_dir`` holds a corpus prepared with a different configuration; an
+            unknown layout.
     """
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown synthetic corpus layout {layout!r}; valid: {', '.join(LAYOUTS)}")
     out_dir = Path(out_dir)
     root = out_dir / "LibriSpeech"
     root.mkdir(parents=True, exist_ok=True)
@@ -361,6 +406,8 @@ def prepare_synth(
         if not 0 < seconds[0] <= seconds[1]:
             raise ValueError(f"utterance seconds must satisfy 0 < min <= max, got {seconds}")
         config["seconds"] = [float(seconds[0]), float(seconds[1])]
+    if layout != "synth":  # likewise
+        config["layout"] = layout
     info_path = out_dir / "synth_info.json"
     remove_stale_temps(out_dir, info_path.name)  # left by a run killed while writing it
     if info_path.exists():
@@ -371,15 +418,15 @@ def prepare_synth(
                 "use another directory or delete it")
     else:
         atomic_write_text(info_path, json.dumps({"config": config, "complete": False}, indent=1))
-    plan = plan_synth(num_train, num_dev, num_test, seed, seconds)
+    plan = plan_synth(num_train, num_dev, num_test, seed, seconds, layout)
     splits, rendered = {}, {}
-    todo = [s for s in SPLITS if not (root / s / ".done").exists()]
+    todo = [s for s in plan if not (root / s / ".done").exists()]
     pool = None
     if todo and num_workers > 1:
         method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
         pool = multiprocessing.get_context(method).Pool(num_workers, initializer=_init_worker)
     try:
-        for split in SPLITS:
+        for split in plan:
             marker = root / split / ".done"
             if split in todo:
                 (root / split).mkdir(exist_ok=True)
