@@ -62,3 +62,41 @@ def test_run_paths_take_placeholders(tmp_path):
     assert str(resolve_run_dir(cfg)) == "runs/imputer_dp-transformer-cpu-s2"
     with pytest.raises(ConfigError, match=f"objective.expert={tmp_path}/ctc-s2: not a trained run"):
         ImputerModule.check_training_config(cfg)
+
+
+def test_preset_bundles_choices_and_values_and_the_command_line_wins(tmp_path):
+    import shutil
+
+    from asr_zoo.config import conf_dir
+
+    shutil.copytree(conf_dir(), tmp_path, dirs_exist_ok=True)
+    (tmp_path / "preset" / "p.yaml").write_text(
+        "encoder: conformer\ndata: {tokenizer: {type: char}}\noptim.lr: 0.5\ntrainer: {max_steps: 9}\n")
+    cfg = compose(["preset=p"], root=tmp_path)
+    assert cfg.encoder.block == "conformer" and cfg.data.tokenizer.type == "char"
+    assert cfg.optim.lr == 0.5 and cfg.trainer.max_steps == 9
+    # explicit choices and values win, wherever they stand on the command line
+    cfg = compose(["encoder=transformer", "optim.lr=0.25", "preset=p"], root=tmp_path)
+    assert cfg.encoder.block == "transformer" and cfg.optim.lr == 0.25 and cfg.trainer.max_steps == 9
+
+
+def test_preset_errors_name_the_preset_and_the_choices(tmp_path):
+    with pytest.raises(ConfigError, match="unknown choice preset='nope'; valid choices: .*demo"):
+        compose(["preset=nope"])
+    conf = tmp_path / "conf"
+    import shutil
+
+    from asr_zoo.config import conf_dir
+
+    shutil.copytree(conf_dir(), conf)
+    (conf / "preset" / "bad.yaml").write_text("data: {tokeniser: {type: char}}\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml.*tokeniser.*valid keys"):
+        compose(["preset=bad"], root=conf)
+
+
+def test_shipped_presets_compose_with_every_objective():
+    for preset in group_choices("preset"):
+        for objective in group_choices("objective"):
+            cfg = compose([f"preset={preset}", f"objective={objective}", "objective.expert=x"]
+                          if objective.startswith("imputer") else [f"preset={preset}", f"objective={objective}"])
+            assert cfg.objective.name == objective

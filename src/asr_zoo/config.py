@@ -3,7 +3,10 @@ typed defaults of :mod:`asr_zoo.schemas`.
 
 A run's config is composed from ``conf/config.yaml`` (top-level defaults and the default choice
 of every group) plus one YAML per group (``conf/<group>/<choice>.yaml``), then command-line
-overrides: ``group=choice`` picks a file, ``dotted.key=value`` sets a value. Every layer is merged
+overrides: ``group=choice`` picks a file, ``dotted.key=value`` sets a value, ``preset=NAME`` applies
+``conf/preset/NAME.yaml`` (a bundle of group choices and values across groups, e.g. what a small
+corpus needs; explicit group choices and dotted overrides on the command line win over it, later
+presets over earlier ones). Every layer is merged
 into the group's dataclass schema, so a typo fails fast with the key's name and the valid keys,
 and a wrong choice fails with the valid choices.
 
@@ -52,6 +55,8 @@ GROUPS: dict[str, Any] = {
     "trainer": lambda name: TrainerConfig,
 }
 
+
+PRESET = "preset"  # `preset=NAME`: conf/preset/NAME.yaml, a bundle of choices and values across groups
 
 # ----------------------------------------------------------------------------------- composing
 def conf_dir() -> Path:
@@ -120,19 +125,26 @@ def compose(overrides: list[str] | tuple[str, ...] = (), root: Path | None = Non
     """
     root = root or conf_dir()
     group_sel, dotted = {}, []
+    preset_sel, preset_dotted = {}, []
     for ov in overrides:
         if "=" not in ov:
             raise ConfigError(f"override {ov!r} is not of the form key=value or group=choice")
         key, raw = ov.split("=", 1)
-        if key in GROUPS:
+        if key == PRESET:
+            choices, values = _load_preset(root, raw)
+            preset_sel.update(choices)
+            preset_dotted.extend(values)
+        elif key in GROUPS:
             group_sel[key] = raw
         elif "." in key or key in _valid_keys(RunConfig):
-            dotted.append((key, raw))
+            dotted.append((key, _parse_value(raw), f"override {key}={raw}"))
         else:
             raise ConfigError(
                 f"unknown config key {key!r}; valid groups: {', '.join(GROUPS)}; "
-                f"valid top-level keys: {', '.join(_valid_keys(RunConfig))}"
+                f"valid top-level keys: {', '.join(_valid_keys(RunConfig))}; or {PRESET}=NAME"
             )
+    group_sel = {**preset_sel, **group_sel}
+    dotted = preset_dotted + dotted
 
     if base is None:
         top = _load_yaml(root / "config.yaml")
@@ -164,15 +176,35 @@ def compose(overrides: list[str] | tuple[str, ...] = (), root: Path | None = Non
         cfg[group] = _merge(node, layer, str(path))
 
     OmegaConf.set_struct(cfg, True)
-    for key, raw in dotted:
+    for key, value, where in dotted:
         group = key.split(".", 1)[0]
         if group not in cfg:
-            raise ConfigError(f"unknown config key {key!r}; valid top-level keys: {', '.join(cfg.keys())}")
+            raise ConfigError(f"{where}: unknown config key {key!r}; valid top-level keys: {', '.join(cfg.keys())}")
         layer = OmegaConf.from_dotlist([])
-        OmegaConf.update(layer, key, _parse_value(raw), force_add=True)
-        cfg = _merge(cfg, layer, f"override {key}={raw}")
+        OmegaConf.update(layer, key, value, force_add=True)
+        cfg = _merge(cfg, layer, where)
     _check_values(cfg)
     return cfg
+
+
+def _load_preset(root: Path, name: str) -> tuple[dict[str, str], list[tuple[str, Any, str]]]:
+    """``conf/preset/<name>.yaml`` as (group choices, [(dotted key, value, where)]).
+
+    A top-level key naming a group with a string value picks that group's choice
+    (``encoder: conformer``); anything else is a value, nested or dotted (``data: {tokenizer: {type:
+    char}}`` or ``data.tokenizer.type: char``), checked against the schemas when merged.
+    """
+    path = root / PRESET / f"{name}.yaml"
+    if not path.exists():
+        raise ConfigError(f"unknown choice {PRESET}={name!r}; valid choices: {', '.join(group_choices(PRESET, root))}")
+    choices, values = {}, []
+    for key, value in OmegaConf.to_container(_load_yaml(path), resolve=True).items():
+        if key in GROUPS and isinstance(value, str):
+            choices[key] = value
+        else:
+            flat = flatten(value, f"{key}.") if isinstance(value, dict) else {key: value}
+            values += [(k, v, f"{path}: {k}") for k, v in flat.items()]
+    return choices, values
 
 
 def _check_values(cfg: DictConfig) -> None:
