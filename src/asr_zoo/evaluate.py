@@ -28,7 +28,7 @@ from .data.datamodule import ASRDataset
 from .data.prepare import PreparedData
 from .data.splits import resolve_split
 from .objectives import load_run
-from .report.metrics import error_rates, utterance_word_errors
+from .report.metrics import error_rates, error_type_rates, word_errors
 from .tensors import to_device
 from .utils import atomic_replace, atomic_write_json, remove_stale_temps
 
@@ -92,13 +92,14 @@ def evaluate(run_dir: Path, split: str | None = None, overrides: list[str] = (),
         rows.append((cut.id, batch["texts"][0], hyps[0]))
 
     wer, cer = error_rates([r[1] for r in rows], [r[2] for r in rows])
+    error_types = error_type_rates([r[1] for r in rows], [r[2] for r in rows])  # sub/del/ins: % and counts
     q = statistics.quantiles(latencies, n=10) if len(latencies) > 1 else latencies * 9
     e2e = [c + f for c, f in zip(latencies, feature_s)]
     q_e2e = statistics.quantiles(e2e, n=10) if len(e2e) > 1 else e2e * 9
     result = {
         "objective": cfg.objective.name, "attention": cfg.attention.name,
         "params": sum(p.numel() for p in module.parameters()), "split": split, "num_utts": len(rows),
-        "wer": round(wer, 3), "cer": round(cer, 3), "decode_steps": round(sum(steps) / len(steps), 2),
+        "wer": round(wer, 3), "cer": round(cer, 3), **error_types, "decode_steps": round(sum(steps) / len(steps), 2),
         "latency_ms_p50": round(statistics.median(latencies) * 1000, 2), "latency_ms_p90": round(q[8] * 1000, 2),
         "latency_e2e_ms_p50": round(statistics.median(e2e) * 1000, 2), "latency_e2e_ms_p90": round(q_e2e[8] * 1000, 2),
         "rtf": round(sum(latencies) / audio_s, 5), "device": _device_name(device),
@@ -115,16 +116,18 @@ def evaluate(run_dir: Path, split: str | None = None, overrides: list[str] = (),
             w.writerows(rows)
 
     def write_errors(tmp: Path) -> None:  # per utterance: what paired significance tests resample
-        with open(tmp, "w", newline="") as f:
+        with open(tmp, "w", newline="") as f:  # new columns after the old ones: old readers still work
             w = csv.writer(f, delimiter="\t")
-            w.writerow(["utt_id", "word_errors", "ref_words"])
-            counts = utterance_word_errors([r[1] for r in rows], [r[2] for r in rows])
-            w.writerows((r[0], e, n) for r, (e, n) in zip(rows, counts))
+            w.writerow(["utt_id", "word_errors", "ref_words", "sub", "del", "ins"])
+            for utt, ref, hyp in rows:
+                e = word_errors(ref, hyp)
+                w.writerow([utt, e.edits, e.ref_words, e.sub, e.dels, e.ins])
 
     atomic_replace(results_dir / f"{tag}.hyps.tsv", write_hyps)
     atomic_replace(results_dir / f"{tag}.utt_errors.tsv", write_errors)
     atomic_write_json(results_dir / f"{tag}.json", result)  # last: a results file always has its hypotheses
-    print(f"{run_dir} {tag}: WER {result['wer']:.2f}%  CER {result['cer']:.2f}%  "
+    print(f"{run_dir} {tag}: WER {result['wer']:.2f}% (sub {result['sub']:.2f} del {result['del']:.2f} "
+          f"ins {result['ins']:.2f})  CER {result['cer']:.2f}%  "
           f"p50 {result['latency_ms_p50']} ms  RTF {result['rtf']}")
     return result
 

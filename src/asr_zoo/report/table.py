@@ -16,12 +16,12 @@ from ..utils import atomic_write_text, read_json
 __all__ = ["find_runs", "collect_rows", "group_rows", "add_significance", "markdown_table", "csv_table",
            "write_report", "report_paths", "COLUMNS", "GROUP_COLUMNS"]
 
-COLUMNS = ["run", "objective", "attention", "params", "split", "num_utts", "wer", "cer", "decode_steps",
-           "latency_ms_p50", "latency_ms_p90", "rtf", "time_per_epoch_s", "device"]
-GROUP_COLUMNS = ["label", "split", "n", "wer", "cer", "latency_ms_p50", "train_time_s", "params", "d_wer",
-                 "ci95", "p"]
-MEAN_KEYS = ("wer", "cer", "latency_ms_p50", "latency_ms_p90", "rtf", "train_time_s", "time_per_epoch_s",
-             "decode_steps")
+COLUMNS = ["run", "objective", "attention", "params", "split", "num_utts", "wer", "sub", "del", "ins", "cer",
+           "decode_steps", "latency_ms_p50", "latency_ms_p90", "rtf", "time_per_epoch_s", "device"]
+GROUP_COLUMNS = ["label", "split", "n", "wer", "sub", "del", "ins", "cer", "latency_ms_p50", "train_time_s", "params",
+                 "d_wer", "ci95", "p"]
+MEAN_KEYS = ("wer", "sub", "del", "ins", "cer", "latency_ms_p50", "latency_ms_p90", "rtf", "train_time_s",
+             "time_per_epoch_s", "decode_steps")
 
 
 def find_runs(paths: list[Path]) -> tuple[list[Path], list[str]]:
@@ -57,12 +57,25 @@ def collect_rows(run_dirs: list[Path], split: str | None = None) -> list[dict]:
             r = read_json(f)
             if wanted and r["split"] not in wanted:
                 continue
+            if "sub" not in r:  # results written before error types: score the stored hypotheses
+                r |= _error_types_from_hyps(f.parent / f"{f.stem}.hyps.tsv")
             tag = f.stem
             name = run.name + (tag[len(r["split"]):] if tag != r["split"] else "")
             rows.append({"run": name, **r, "run_dir": str(run), "tag": tag, "seed": seed, "config": cfg,
                          "time_per_epoch_s": summary.get("time_per_epoch_s", ""),
                          "train_time_s": summary.get("train_time_s", "")})
     return rows
+
+
+def _error_types_from_hyps(path: Path) -> dict:
+    """Error-type rates (``sub``, ``del``, ``ins``, ...) of a ``<tag>.hyps.tsv``; {} if it is missing."""
+    from .metrics import error_type_rates
+
+    if not path.exists():
+        return {}
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    return error_type_rates([r["reference"] or "" for r in rows], [r["hypothesis"] or "" for r in rows])
 
 
 def _label(group: dict, others: list[dict]) -> str:
@@ -184,7 +197,8 @@ def write_report(groups: list[dict], rows: list[dict], out: str, columns: list[s
 
     md, csv_path, png = report_paths(out)
     env = environment([g.get("device", "") for g in groups])
-    note = ("\nWER in %, mean ± std over seeds (n). d_wer: WER minus the baseline's, in points, paired per "
+    note = ("\nWER in %, mean ± std over seeds (n); sub/del/ins: its substitutions, deletions and insertions in % "
+            "of reference words (sum = WER). d_wer: WER minus the baseline's, in points, paired per "
             "utterance; * = its 95% bootstrap CI excludes 0; p: paired permutation test.\n")
     atomic_write_text(md, "## Configurations\n\n" + markdown_table(groups, columns) + note + "\n## Runs\n\n"
                       + markdown_table(rows) + "\n## Environment\n\n" + environment_block(env))
