@@ -11,6 +11,7 @@ from asr_zoo.nn.attention.hashing import cluster_queries
 from asr_zoo.nn.attention.iclustered import (
     improved_clustered_attention, improved_clustered_attention_reference,
 )
+from asr_zoo.nn.attention.iclustered_kernels import top_keys
 
 
 def _inputs(B=2, H=2, N=70, E=8, lengths=(70, 43), seed=0):
@@ -55,3 +56,30 @@ def test_references_without_padding():
              clustered_attention_reference(q, k, v, None, assign, 6), q, k, v, grad, none)
     _compare(improved_clustered_attention(q, k, v, None, 6, topk=8, generator=gen().manual_seed(0)),
              improved_clustered_attention_reference(q, k, v, None, assign, 6, 8), q, k, v, grad, none)
+
+
+@pytest.mark.parametrize("N,K", [(4096, 32), (1027, 32), (300, 5), (90, 1), (70, 6)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_top_keys_equals_topk(N, K, dtype):
+    """The block-filtered top-K (long rows) and its topk fallback (short rows): the K largest
+    entries, largest first, on softmax rows with padding zeros and on rows with a NaN."""
+    g = torch.Generator().manual_seed(N)
+    scores = torch.randn(3, 5, N, generator=g, dtype=dtype) * 3
+    scores[1, :, N // 2:] = float("-inf")  # padding keys: weight 0
+    a = torch.softmax(scores, -1)
+    values, idx = top_keys(a, K)
+    ref_values, ref_idx = a.topk(K, -1)
+    assert torch.equal(values.sort(-1, descending=True).values, ref_values)
+    assert torch.equal(a.gather(-1, idx), values)
+    assert torch.equal(idx.sort(-1).values, ref_idx.sort(-1).values)  # no ties in this data
+    a[2, 3, 7] = float("nan")  # a NaN row falls back to topk (NaN first)
+    assert torch.equal(top_keys(a, K)[1][2, 3].sort().values, a[2, 3].topk(K).indices.sort().values)
+
+
+def test_improved_clustered_attention_equals_reference_long():
+    """Long enough for the block-filtered top-K (600 keys: blocks of 16) and several query slots
+    per cluster, with padding."""
+    (q, k, v), grad, pad = _inputs(B=2, H=2, N=600, E=8, lengths=(600, 433), seed=3)
+    fast = improved_clustered_attention(q, k, v, pad, 4, topk=8, generator=torch.Generator().manual_seed(1))
+    assign = cluster_queries(q, pad, 4, generator=torch.Generator().manual_seed(1))
+    _compare(fast, improved_clustered_attention_reference(q, k, v, pad, assign, 4, 8), q, k, v, grad, pad)
