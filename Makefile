@@ -31,10 +31,10 @@ data: venv
 # The comparison demo: CTC, Imputer-DP (from CTC's Viterbi alignments, initialised from its weights)
 # and seq2seq (hybrid CTC/attention, beam 4) on one shared budget, as two 1-thread pipelines side
 # by side: [CTC -> align -> Imputer-DP] and [seq2seq]. Each stage is resumable (rerun = skip).
-DEMO_STEPS ?= 1000
-DEMO_DP_STEPS ?= 500
-DEMO_TRAIN = $(BIN)/asr-zoo train data=synth data.root=$(DATA) encoder=conformer attention=softmax trainer=demo \
-	trainer.num_threads=1 optim.warmup_steps=200 $(DEMO_ARGS)
+# The model and training settings are conf/preset/demo.yaml.
+DEMO_STEPS ?= 1500
+DEMO_DP_STEPS ?= 750
+DEMO_TRAIN = $(BIN)/asr-zoo train preset=demo data=synth data.root=$(DATA) trainer.num_threads=1 $(DEMO_ARGS)
 DEMO_EVAL = OMP_NUM_THREADS=1 $(BIN)/asr-zoo eval
 demo: data
 	set -e; export OMP_NUM_THREADS=1; \

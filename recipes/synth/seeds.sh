@@ -1,23 +1,23 @@
 #!/usr/bin/env bash
-# The seeded comparison of docs/results.md: CTC, RNN-T and seq2seq x 3 seeds through
+# The seeded comparison of docs/results.md: CTC and seq2seq x 3 seeds at `make demo`'s budget through
 # `asr-zoo sweep` (conf/sweeps/objectives_x_seeds.yaml), then Imputer-DP from each seed's CTC
 # expert, every run evaluated on test, and the table with paired-bootstrap intervals against CTC.
 #
 #   recipes/synth/seeds.sh [--stage N] [--stop-stage M]
 #
 # Environment: ASR_ZOO (the CLI, default: asr-zoo), DATA (default data/synth), RUNS (default
-# runs/sweep-oxs, as in the sweep YAML), SEEDS (default "0 1 2"), WORKERS (default 2),
-# DP_STEPS (Imputer-DP steps after its expert, default 500, as `make demo`).
+# runs/sweep-demo, as in the sweep YAML), SEEDS (default "0 1 2"), WORKERS (default 2),
+# DP_STEPS (Imputer-DP steps after its expert, default 750, as `make demo`).
 # Every stage is resumable: rerun the same command.
 set -euo pipefail
 source "$(dirname "$0")/../stages.sh"
 parse_stage_options "$@"
 ASR_ZOO=${ASR_ZOO:-asr-zoo}
 DATA=${DATA:-data/synth}
-RUNS=${RUNS:-runs/sweep-oxs}
+RUNS=${RUNS:-runs/sweep-demo}
 SEEDS=${SEEDS:-0 1 2}
 WORKERS=${WORKERS:-2}
-DP_STEPS=${DP_STEPS:-500}
+DP_STEPS=${DP_STEPS:-750}
 log() { echo "$(date '+%H:%M:%S') [recipe-synth-seeds] $*"; }
 
 if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
@@ -25,15 +25,15 @@ if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
   $ASR_ZOO prepare synth --out "$DATA"
 fi
 if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
-  log "stage 1: sweep CTC, RNN-T, seq2seq x seeds ($WORKERS workers, 1 thread each)"
+  log "stage 1: sweep CTC, seq2seq x seeds ($WORKERS workers, 1 thread each)"
   $ASR_ZOO sweep conf/sweeps/objectives_x_seeds.yaml --workers "$WORKERS" --threads 1
 fi
 if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
   for seed in $SEEDS; do
     log "stage 2: Imputer-DP from the seed-$seed CTC expert"
     OMP_NUM_THREADS=1 $ASR_ZOO align "$RUNS/ctc-s$seed" --split train
-    OMP_NUM_THREADS=1 $ASR_ZOO train data=synth data.root="$DATA" encoder=conformer attention=softmax trainer=demo \
-      trainer.num_threads=1 optim.warmup_steps=200 trainer.max_steps="$DP_STEPS" seed="$seed" \
+    OMP_NUM_THREADS=1 $ASR_ZOO train preset=demo data=synth data.root="$DATA" \
+      trainer.num_threads=1 trainer.max_steps="$DP_STEPS" seed="$seed" \
       objective=imputer_dp objective.expert="$RUNS/ctc-s{seed}" run_dir="$RUNS/imputer_dp-s{seed}" &
     [ "$(jobs -rp | wc -l)" -lt "$WORKERS" ] || wait -n
   done
