@@ -13,7 +13,7 @@ check them by gradcheck and against plain autograd references.
 Cost notes: each cluster's top keys come from :func:`top_keys`, an exact top-K of the centroid
 weights that reads only the blocks of keys with the largest maxima (about 2x faster than
 ``topk`` on long rows); the slots' rows of q, k and v are gathered again in the backward instead
-of being kept (a third less memory between forward and backward); the backward sums a
+of being kept (less than half the memory between forward and backward); the backward sums a
 cluster's slots before scattering its top keys' gradients, and no-grad calls free each part's
 tensors as soon as they are used.
 """
@@ -102,7 +102,8 @@ def top_keys(a: Tensor, K: int) -> tuple[Tensor, Tensor]:
     block maximum t is a lower bound of the K-th largest entry (the K blocks with maxima >= t
     hold K entries >= t), so every top entry is >= t and lies in one of those K blocks (or in the
     tail past the last whole block). ``topk`` then runs over the few candidates >= t per row
-    (about 1.1-1.4 K) instead of all N. Rows with NaN fall back to ``topk``.
+    (1.1-1.2 K on average for centroid weights) instead of all N. Rows with NaN fall back to
+    ``topk``.
 
     Args:
         a (Tensor): shape `(..., N)`.
