@@ -63,3 +63,47 @@ def test_trial_overrides_fill_run_dir_and_threads():
     cmd = ["${env}", "asr-zoo", "train", "run_dir=r/{objective}-{attention.clusters}-s{seed}", "${args_no_hyphens}"]
     got = trial_overrides(cmd, {"attention.clusters": 8, "seed": 1}, threads=2)
     assert got == ["run_dir=r/{objective}-8-s1", "attention.clusters=8", "seed=1", "trainer.num_threads=2"]
+
+
+def test_sigterm_to_the_sweep_stops_its_trainers(tiny_corpus, tmp_path):
+    """`kill PID` / `scancel` reach only the sweep process: it must stop the trainers it started
+    (they run in worker threads, whose cleanup never runs on SIGTERM), and a rerun completes."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    runs, sweep_dir = tmp_path / "runs", tmp_path / "sweep"
+    y = _sweep_yaml(tmp_path / "s.yaml", tiny_corpus, runs, ["softmax"], [0, 1], steps=400)
+    proc = subprocess.Popen(cli_cmd("sweep", y, "--offline", "--dir", sweep_dir, "--workers", "2", "--threads", "1"),
+                            env=default_env(1), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+    def trainers() -> list[int]:
+        pids = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                cmdline = open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace")
+            except OSError:
+                continue
+            if str(runs) in cmdline and "train" in cmdline and int(pid) != proc.pid:
+                pids.append(int(pid))
+        return pids
+
+    try:
+        deadline = time.monotonic() + 300
+        while len(trainers()) < 2 and time.monotonic() < deadline:  # both trials started
+            assert proc.poll() is None, "the sweep ended before its trials started"
+            time.sleep(0.5)
+        assert trainers(), "no trainer started"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+        deadline = time.monotonic() + 30
+        while trainers() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert trainers() == [], "trainers outlived the sweep"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        for pid in trainers():
+            os.kill(pid, signal.SIGKILL)

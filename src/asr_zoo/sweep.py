@@ -26,6 +26,7 @@ import netrc
 import os
 import queue
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -214,12 +215,38 @@ class Progress:
                 f.write(json.dumps({"time": round(time.time(), 1), "event": event}) + "\n")
 
 
+_LIVE: set[subprocess.Popen] = set()  # trial subprocesses now running (for the signal handler)
+_STOPPING = threading.Event()  # set by the handler: no new subprocess starts
+
+
+def _stop_trials_on(signum, frame) -> None:
+    """SIGTERM/SIGHUP (``kill``, ``scancel``, a closed terminal) to the sweep: stop its trainers too.
+
+    Trials run in worker threads, whose ``finally`` blocks do not run when the process is
+    terminated; without this the trainers would keep running as orphans. The killed trials are
+    resumed by the next ``asr-zoo sweep`` from their last checkpoint.
+    """
+    _STOPPING.set()
+    for proc in list(_LIVE):
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in list(_LIVE):
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    raise SystemExit(128 + signum)
+
+
 def _run_logged(cmd: list[str], env: dict, log: Path, poll=None) -> int:
     """Run ``cmd`` with stdout+stderr appended to ``log``; ``poll()`` every 2 s may return True to stop it."""
+    if _STOPPING.is_set():
+        return -signal.SIGTERM
     with open(log, "a") as f:
         f.write(f"$ {' '.join(cmd)}\n")
         f.flush()
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
+        _LIVE.add(proc)
         try:
             while proc.poll() is None:
                 try:
@@ -234,6 +261,7 @@ def _run_logged(cmd: list[str], env: dict, log: Path, poll=None) -> int:
             if proc.poll() is None:  # our own failure or interrupt: never leave a trainer behind
                 proc.kill()
                 proc.wait()
+            _LIVE.discard(proc)
 
 
 def _sampler(method: str, space: dict, seed: int):
@@ -308,6 +336,9 @@ def run_offline(spec: dict, sweep_dir: Path, count: int | None, workers: int, th
     from .train import resolve_run_dir
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, _stop_trials_on)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     (sweep_dir / "logs").mkdir(exist_ok=True)
     local = storage is None
