@@ -97,6 +97,28 @@ def test_scheduled_sampling_replaces_inputs_with_previous_predictions():
     module.compute_loss(batch)[0].backward()  # the training path with sampling on runs end to end
 
 
+@pytest.mark.parametrize("attention", ["softmax", "linear"])
+def test_decoder_memory_carries_frame_positions(attention):
+    """Cross-attention by content alone cannot tell frame order: reversing the encoder frames leaves
+    the decoder's output unchanged, so nothing but the encoder's faint input positions tells it where
+    it is (the loops and skips of attention-only decoding, docs/seq2seq_decoding.md). With
+    memory_positions (on in conf/objective/seq2seq.yaml) reversed frames change the output."""
+    batch = _batch()
+    inputs, _, lens = teacher_forcing_io(batch["tokens"], batch["token_lens"])
+    enc = torch.randn(3, 29, 32, generator=torch.Generator().manual_seed(1))
+    enc_lens = torch.full((3,), 29)
+    logits = {}
+    for on in (False, True):
+        module = _module(f"objective.memory_positions={on}", f"objective.decoder_attention={attention}").eval()
+        with torch.no_grad():
+            logits[on] = [module.decoder(inputs, lens, module.decoder_memory(e), enc_lens) for e in (enc, enc.flip(1))]
+    torch.testing.assert_close(logits[False][0], logits[False][1], rtol=0, atol=1e-5)
+    assert (logits[True][0] - logits[True][1]).abs().max() > 1e-2
+    assert compose(["objective=seq2seq"]).objective.memory_positions  # new runs get positions
+    from asr_zoo.schemas import Seq2SeqConfig
+    assert Seq2SeqConfig().memory_positions is False  # a saved config without the key decodes as trained
+
+
 def test_bad_choices_are_clear_errors():
     with pytest.raises(ValueError, match="valid choices: beam, greedy"):
         _module("objective.decoder=sampling")

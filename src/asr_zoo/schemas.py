@@ -225,6 +225,10 @@ class Seq2SeqConfig(ObjectiveConfig):
     decoder_dropout: float = 0.1
     decoder_attention: str = choice("softmax", "linear")  # causal self-attention type
     tie_embedding: bool = True  # share the token embedding with the output layer
+    # add sinusoidal frame positions to the decoder's memory (cross-attention keys/values); False
+    # here so that runs saved before the option keep decoding as trained; conf/objective/seq2seq.yaml
+    # turns it on for new runs (docs/seq2seq_decoding.md)
+    memory_positions: bool = False
     label_smoothing: float = bounded(0.1, 0.0, 1.0, high_open=True)  # ε: target = (1 - ε) one-hot + ε uniform over all V classes
     loss_norm: str = choice("utterance", "token")  # divide summed losses by: batch size | target tokens
     ctc_weight: float = bounded(0.3, 0.0, 1.0, high_open=True)  # auxiliary CTC loss on the encoder; 0 = no CTC head

@@ -12,6 +12,13 @@ where ``L_att`` is the label-smoothed cross-entropy summed over the valid target
 ``L_ctc`` the CTC negative log-likelihood of the labels summed over the batch, both divided by the
 same normaliser: the number of utterances (``loss_norm: utterance``, the default) or the number
 of target tokens incl. ``<eos>`` (``loss_norm: token``).
+
+Decoder memory: with ``memory_positions`` the decoder cross-attends to the encoder output plus
+sinusoidal frame positions (unscaled, no parameters). Cross-attention by content alone is blind to
+frame order (permuting the memory frames permutes nothing in its output), and the encoder's own
+input positions are faint at its output (added to front-end features scaled by sqrt(D)); without
+them the attention-only decoder loses its place at repeated or similar-sounding stretches and loops
+or skips (docs/seq2seq_decoding.md). The CTC head reads the encoder output without positions.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from torch import Tensor, nn
 from ..data.tokenizer import BLANK_ID, SOS_EOS_ID
 from ..decoding.seq2seq import beam_search, greedy_search
 from ..losses.ctc import ctc_nll
+from ..nn.blocks import SinusoidalPositionalEncoding
 from ..nn.decoder import TransformerDecoder
 from ..tensors import lengths_to_valid_mask
 from ..schemas import Seq2SeqConfig
@@ -84,6 +92,12 @@ class Seq2SeqModule(ASRModule):
         self.decoder = TransformerDecoder(vocab_size, D, o.decoder_layers, o.decoder_heads, o.decoder_ffn_dim,
                                           o.decoder_dropout, o.decoder_attention, o.tie_embedding)
         self.ctc_head = nn.Linear(D, vocab_size) if o.ctc_weight > 0 else None
+        self.memory_positions = SinusoidalPositionalEncoding(D, scale=False) if o.memory_positions else None
+
+    def decoder_memory(self, enc: Tensor) -> Tensor:
+        """What the decoder cross-attends to: enc `(B, T', D)`, plus frame positions when
+        ``memory_positions`` is on. -> `(B, T', D)`."""
+        return enc if self.memory_positions is None else self.memory_positions(enc)
 
     @classmethod
     def utterance_filter(cls, cfg):
@@ -92,10 +106,11 @@ class Seq2SeqModule(ASRModule):
     def compute_loss(self, batch):
         o = self.cfg.objective
         enc, enc_lens = self.encode(batch)
+        memory = self.decoder_memory(enc)
         inputs, targets, lens = teacher_forcing_io(batch["tokens"], batch["token_lens"])
         if self.training and o.scheduled_sampling > 0:
-            inputs = self._scheduled_sampling(inputs, lens, enc, enc_lens, o.scheduled_sampling)
-        logits = self.decoder(inputs, lens, enc, enc_lens)
+            inputs = self._scheduled_sampling(inputs, lens, memory, enc_lens, o.scheduled_sampling)
+        logits = self.decoder(inputs, lens, memory, enc_lens)
         norm = len(batch["ids"]) if o.loss_norm == "utterance" else int(lens.sum())
         att = label_smoothed_cross_entropy(logits, targets, lens, o.label_smoothing) / norm
         valid = lengths_to_valid_mask(lens, targets.shape[1])
@@ -124,10 +139,11 @@ class Seq2SeqModule(ASRModule):
     def decode(self, batch):
         o = self.cfg.objective
         enc, enc_lens = self.encode(batch)
+        memory = self.decoder_memory(enc)
         if o.decoder == "greedy":
-            hyps, _, steps = greedy_search(self.decoder, enc, enc_lens, o.max_len_ratio)
+            hyps, _, steps = greedy_search(self.decoder, memory, enc_lens, o.max_len_ratio)
             return hyps, steps
         ctc_lp = self.ctc_head(enc).log_softmax(-1) if self.ctc_head is not None else None
-        hyps, _, steps = beam_search(self.decoder, enc, enc_lens, o.beam_size, o.length_penalty, o.max_len_ratio,
+        hyps, _, steps = beam_search(self.decoder, memory, enc_lens, o.beam_size, o.length_penalty, o.max_len_ratio,
                                      ctc_lp, o.ctc_decode_weight if ctc_lp is not None else 0.0, o.ctc_candidates)
         return hyps, steps
