@@ -251,6 +251,7 @@ class ImputerConfig(ObjectiveConfig):
     max_shift: int = 1  # roll-in shift noise in frames (0 disables it)
     decode_block_size: int = 0  # inference B (0: same as block_size; 1: one-shot, CTC-like)
     decode_strategy: str = choice("default", "alternate_subblock", "rightmost_last", "topk")  # commit order at inference
+    decode_blank_penalty: float = 0.0  # subtracted from log p(blank) at every decoding step (argmax and commit order); > 0: fewer deletions
 
 
 ATTENTION_SCHEMAS: dict[str, type] = {

@@ -28,6 +28,10 @@ possibly a few more; the number actually run is returned.
 
 ``block_size == 1`` is one-shot decoding for every strategy: one model call, every slot its
 argmax (CTC-like); the neighbour rule of ``topk`` is waived there.
+
+``blank_penalty`` p (default 0) is subtracted from every slot's blank log-probability before
+each iteration's argmax, so a blank is chosen, and ranks by confidence, only where it beats the
+best token by more than p nats: p > 0 trades deletions for insertions (``docs/imputer_deletions.md``).
 """
 
 from __future__ import annotations
@@ -153,6 +157,7 @@ def imputer_decode(
     mask_id: int,
     blank: int = 0,
     max_len: int | None = None,
+    blank_penalty: float = 0.0,
 ) -> tuple[Tensor, int]:
     """Iterative Imputer decoding: B iterations of "commit one slot per block".
 
@@ -166,6 +171,8 @@ def imputer_decode(
         mask_id (int): id of the MASK token in the alignment vocabulary of the model input.
         blank (int): blank id; also written at padding slots, which are never touched.
         max_len (int, optional): T (default ``lengths.max()``).
+        blank_penalty (float): subtracted from log p(blank) of every slot before the argmax and
+            the confidence ranking (0: the model's own scores).
 
     Returns:
         alignment (Tensor): shape `(B, T)`, int64, every valid slot committed.
@@ -195,6 +202,9 @@ def imputer_decode(
     steps = 0
     while masked.any():
         log_probs = step_fn(alignment)  # (B, T, V)
+        if blank_penalty:
+            log_probs = log_probs.clone()
+            log_probs[..., blank] -= blank_penalty
         conf, token = log_probs.max(-1)  # (B, T) each
         if block_size == 1:
             commit = masked

@@ -124,7 +124,8 @@ class ImputerModule(ASRModule):
         lengths = self.encoder.output_lengths(batch["feat_lens"])
         block = o.decode_block_size or o.block_size
         ali, steps = imputer_decode(lambda a: self.frame_log_probs(batch, a)[0], lengths, block,
-                                    o.decode_strategy, mask_id=self.mask_id, blank=BLANK_ID)
+                                    o.decode_strategy, mask_id=self.mask_id, blank=BLANK_ID,
+                                    blank_penalty=o.decode_blank_penalty)
         return collapse_ctc(ali, lengths, BLANK_ID), [steps] * len(batch["ids"])
 
 
