@@ -58,31 +58,33 @@ def test_shift_is_an_allowed_shift_and_keeps_the_transcript():
     assert torch.equal(shift_alignment(align, lengths, max_shift=0, generator=gen), align)
 
 
-def _block_counts(mask, lengths, block_size):
-    """(masked count, valid count) for every block of every row."""
-    out = []
-    for row, n in zip(mask.tolist(), lengths.tolist()):
-        for start in range(0, n, block_size):
-            stop = min(start + block_size, n)
-            out.append((sum(row[start:stop]), stop - start))
-    return out
-
-
-def test_block_mask_counts_and_padding():
+def test_block_mask_is_a_decoding_state():
+    """k ~ U{0..7} decoding steps done per utterance: every block holds n - min(k, n) masked."""
     gen = torch.Generator().manual_seed(1)
-    lengths = torch.tensor([64, 61, 3, 1, 0, 17] * 200)
+    lengths = torch.tensor([64, 61, 3, 1, 0, 17] * 400)
     mask = block_mask(lengths, block_size=8, generator=gen)
     assert mask.shape == (len(lengths), 64) and mask.dtype == torch.bool
     assert not mask[torch.arange(64) >= lengths[:, None]].any()
-    counts = _block_counts(mask, lengths, 8)
-    assert all(1 <= m <= n for m, n in counts if n > 0)  # the states decoding visits: 1 .. n masked
-    full = torch.tensor([m for m, n in counts if n == 8])
-    hist = torch.bincount(full, minlength=9).double() / len(full)
-    expected = torch.tensor([0.0] + [1 / 8] * 8, dtype=torch.float64)  # U{1..8}: all-masked included
-    torch.testing.assert_close(hist, expected, atol=0.02, rtol=0)
-    partial5 = torch.tensor([m for m, n in counts if n == 5])  # 61 = 7*8 + 5: short last block
-    assert set(partial5.tolist()) == set(range(1, 6))
-    assert all(m == 1 for m, n in counts if n == 1)  # a one-frame block is always masked
+    ks = []
+    for row, n in zip(mask.tolist(), lengths.tolist()):
+        blocks = [(sum(row[a:min(a + 8, n)]), min(a + 8, n) - a) for a in range(0, n, 8)]
+        if not blocks:
+            continue
+        full = {8 - m for m, size in blocks if size == 8}
+        assert len(full) <= 1  # the same number committed in every full block of an utterance
+        if full:
+            k = full.pop()
+            ks.append(k)
+            assert all(m == size - min(k, size) for m, size in blocks)  # short blocks: n - min(k, n)
+    hist = torch.bincount(torch.tensor(ks), minlength=8).double() / len(ks)
+    torch.testing.assert_close(hist, torch.full((8,), 1 / 8, dtype=torch.float64), atol=0.02, rtol=0)
+    # the all-masked canvas decoding starts from is trained (k = 0), a full block is never complete
+    long_rows = mask[lengths == 64]
+    assert (long_rows.all(1)).double().mean() > 0.08
+    assert (long_rows.view(-1, 8, 8).sum(-1) >= 1).all()
+    # short utterances: both states occur, complete (k >= n) and masked
+    one = mask[lengths == 1, 0]
+    assert 0.05 < one.double().mean() < 0.25  # masked only when k = 0: probability 1/8
     # positions inside full blocks are uniform: mean masked fraction (1+8)/2/8
     per_slot = mask[:, :64].view(-1, 8, 8)[lengths == 64].double().mean((0, 1))
     assert (per_slot - 4.5 / 8).abs().max() < 0.05

@@ -100,16 +100,19 @@ def block_mask(
     max_len: int | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """Block policy: in every block of ``block_size`` frames, mask m random frames.
+    """Block policy: a decoding state, drawn as "k steps of block decoding done".
 
     Frames ``[0, length)`` are cut into blocks ``[j·bs, (j+1)·bs)``; the last one may be
-    partial with n < bs frames. For each block independently, m ~ U{1, ..., n} where n is
-    the block's number of valid frames, and m frames of the block, chosen uniformly, are
-    masked. These are exactly the states decoding visits: it starts from an all-masked canvas
-    and commits one slot per block per step, so a block has k committed slots, k = 0 .. n-1,
-    i.e. m = n - k masked (the paper's "b ∈ [0, B)" counts the committed slots). A block is
-    therefore never fully observed (no training signal is wasted on states inference never
-    sees) and the all-masked first step is trained.
+    partial with n < bs frames. Decoding starts from an all-masked canvas and commits one slot
+    per block per step, all blocks in parallel, so after k steps every block holds
+    ``min(k, n_j)`` committed slots: the same number in every full block of an utterance (the
+    paper: "at any given point, there is an equal number of tokens per block"). The mask is one
+    such state: k ~ U{0, ..., bs-1} once per utterance, and in every block ``n_j - min(k, n_j)``
+    frames, chosen uniformly, are masked. A full block therefore has m ~ U{1..bs} masked and is
+    never fully observed; the all-masked first state is trained with probability 1/bs; a short
+    last block may already be complete, as in decoding. (Drawing m independently per block,
+    the previous rule, concentrates the masked fraction of an utterance near 0.56 and almost
+    never shows the all-masked canvas decoding starts from; docs/imputer_deletions.md.)
 
     Args:
         lengths (Tensor): shape `(B,)`, valid frames.
@@ -126,8 +129,8 @@ def block_mask(
     pad = num_blocks * block_size - num_frames
     blocks = torch.nn.functional.pad(valid, (0, pad)).view(-1, num_blocks, block_size)  # (B, J, bs)
     block_len = blocks.sum(-1)  # (B, J)
-    draws = _rand(block_len.shape, lengths.device, generator)
-    num_masked = ((draws * block_len).floor() + 1).clamp(max=block_len)  # U{1..n}; 0 for empty blocks
+    steps_done = (_rand(lengths.shape, lengths.device, generator) * block_size).floor().long()  # (B,) U{0..bs-1}
+    num_masked = block_len - torch.minimum(steps_done[:, None], block_len)  # (B, J)
     rank = _rank_among_valid(blocks, generator)  # (B, J, bs)
     mask = rank < num_masked[..., None]
     return mask.view(-1, num_blocks * block_size)[:, :num_frames] & valid
