@@ -63,8 +63,33 @@ def collect_rows(run_dirs: list[Path], split: str | None = None) -> list[dict]:
             name = run.name + (tag[len(r["split"]):] if tag != r["split"] else "")
             rows.append({"run": name, **r, "run_dir": str(run), "tag": tag, "seed": seed, "config": cfg,
                          "time_per_epoch_s": summary.get("time_per_epoch_s", ""),
-                         "train_time_s": summary.get("train_time_s", "")})
+                         "train_time_s": _chain_train_time(run, summary, raw)})
     return rows
+
+
+def _chain_train_time(run: Path, summary: dict, raw: dict, depth: int = 0) -> float | str:
+    """Training seconds of ``run`` plus those of its expert chain (an Imputer's cost includes the
+    CTC model it was aligned with and started from); '' when this run's time is unknown.
+
+    The expert's run dir is taken as saved (relative to the working directory, as training
+    resolved it) or next to ``run``; an expert that cannot be found adds nothing.
+    """
+    from omegaconf import OmegaConf
+
+    from ..config import fill_placeholders
+
+    own = summary.get("train_time_s", "")
+    expert = ((raw.get("objective") or {}).get("expert") or "") if isinstance(raw, dict) else ""
+    if own == "" or not expert or depth > 8:
+        return own
+    expert = fill_placeholders(expert, OmegaConf.create(raw))  # runs/ctc-s{seed}
+    for cand in (Path(expert), run.parent / Path(expert).name):
+        if (cand / "train_summary.json").exists() and (cand / "config.yaml").exists():
+            sub = read_json(cand / "train_summary.json")
+            sub_raw = yaml.safe_load((cand / "config.yaml").read_text()) or {}
+            before = _chain_train_time(cand, sub, sub_raw, depth + 1)
+            return round(own + before, 1) if before != "" else own
+    return own
 
 
 def _error_types_from_hyps(path: Path) -> dict:
@@ -199,7 +224,8 @@ def write_report(groups: list[dict], rows: list[dict], out: str, columns: list[s
     env = environment([g.get("device", "") for g in groups])
     note = ("\nWER in %, mean ± std over seeds (n); sub/del/ins: its substitutions, deletions and insertions in % "
             "of reference words (sum = WER). d_wer: WER minus the baseline's, in points, paired per "
-            "utterance; * = its 95% bootstrap CI excludes 0; p: paired permutation test.\n")
+            "utterance; * = its 95% bootstrap CI excludes 0; p: paired permutation test. train_time_s: "
+            "training seconds, an Imputer's including its expert's.\n")
     atomic_write_text(md, "## Configurations\n\n" + markdown_table(groups, columns) + note + "\n## Runs\n\n"
                       + markdown_table(rows) + "\n## Environment\n\n" + environment_block(env))
     atomic_write_text(csv_path, csv_table(groups, columns))
