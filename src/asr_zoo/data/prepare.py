@@ -33,6 +33,42 @@ def _save_cuts(cuts: CutSet, path: Path) -> None:
     atomic_replace(path, lambda tmp: cuts.to_file(tmp))  # the temporary keeps the .jsonl.gz suffix
 
 
+def _feature_paths_relative_to(cuts: CutSet, root: Path) -> CutSet:
+    """``cuts`` with feature storage paths relative to ``root`` (where they live under it)."""
+    base = Path(root).resolve()
+
+    def rel(cut):
+        p = Path(cut.features.storage_path).resolve()
+        if p.is_relative_to(base):
+            cut.features.storage_path = str(p.relative_to(base))
+        return cut
+
+    return CutSet.from_cuts([rel(c) for c in cuts])
+
+
+def _resolve_feature_paths(cuts: CutSet, root: Path, feat_dir: Path) -> CutSet:
+    """Relative feature storage paths of ``cuts`` resolved against ``root`` (as written now), or
+    to the archive of that name in ``feat_dir`` (older cut files, whose paths were relative to
+    the working directory of ``prepare``); an absolute or unresolvable path is kept."""
+    found: dict[str, str] = {}
+
+    def resolve(cut):
+        p = cut.features.storage_path
+        if p not in found:
+            found[p] = p
+            q = Path(p)
+            if not q.is_absolute():
+                tail = q.parts[q.parts.index(Path(feat_dir).name) + 1:] if Path(feat_dir).name in q.parts else (q.name,)
+                for cand in (Path(root) / q, Path(feat_dir).joinpath(*tail)):
+                    if cand.exists():
+                        found[p] = str(cand)
+                        break
+        cut.features.storage_path = found[p]
+        return cut
+
+    return CutSet.from_cuts([resolve(c) for c in cuts])
+
+
 def _audio_problem(cut) -> str | None:
     """Why the audio of ``cut`` fails :func:`check_audio` now, or None."""
     try:
@@ -95,8 +131,14 @@ class PreparedData:
         return Fbank(FbankConfig(num_mel_bins=self.cfg.features.num_mel_bins, sampling_rate=SAMPLING_RATE))
 
     def features(self, split: str, num_jobs: int = 2) -> CutSet:
-        """Cuts of ``split`` with fbank attached (extracted on first use)."""
-        return CutSet.from_file(self._ensure_features(split, num_jobs))
+        """Cuts of ``split`` with fbank attached (extracted on first use).
+
+        Feature archives are stored relative to the data root and resolved against it here, so
+        a corpus can be moved or used from another working directory (``data.root`` pointing at
+        it); older cut files, whose paths are relative to the working directory of ``prepare``,
+        are resolved against the root when the archive is found there.
+        """
+        return _resolve_feature_paths(CutSet.from_file(self._ensure_features(split, num_jobs)), self.root, self.feat_dir)
 
     def _ensure_features(self, split: str, num_jobs: int) -> Path:
         path = self.feat_dir / f"{split}_cuts.jsonl.gz"
@@ -112,7 +154,7 @@ class PreparedData:
             except Exception as e:
                 raise BadUtterance(self._extraction_failure(split, cuts, e)) from e
             with_feats = self._account_for_lost(split, cuts, with_feats)
-            _save_cuts(with_feats, path)
+            _save_cuts(_feature_paths_relative_to(with_feats, self.root), path)
         return path
 
     def _account_for_lost(self, split: str, cuts: CutSet, with_feats: CutSet) -> CutSet:
