@@ -275,7 +275,11 @@ class TornReport:
 def _load_cuts(path: Path, report: TornReport) -> None:
     from lhotse import CutSet
 
-    cuts = list(CutSet.from_file(path))
+    from asr_zoo.data.prepare import _resolve_feature_paths
+
+    cuts = CutSet.from_file(path)
+    if path.parent.name.startswith("fbank"):  # <root>/fbank<F>/<split>_cuts: archives stored relative to root
+        cuts = _resolve_feature_paths(cuts, path.parent.parent, path.parent)
     report.checked["cut sets"] += 1
     for cut in cuts:
         if cut.has_features:
