@@ -53,6 +53,8 @@ def collect_rows(run_dirs: list[Path], split: str | None = None) -> list[dict]:
         cfg = flatten(raw)
         seed = cfg.pop("seed", None)
         cfg = {k: v for k, v in cfg.items() if not k.startswith(RESULT_NEUTRAL_KEYS) and k != "data.root"}
+        if cfg.get("objective.expert"):  # the expert by its configuration, not its path: the runs of
+            cfg["objective.expert"] = _expert_key(run, raw)  # one config, each from its seed's expert, group
         for f in sorted((run / "results").glob("*.json")):
             r = read_json(f)
             if wanted and r["split"] not in wanted:
@@ -67,29 +69,51 @@ def collect_rows(run_dirs: list[Path], split: str | None = None) -> list[dict]:
     return rows
 
 
-def _chain_train_time(run: Path, summary: dict, raw: dict, depth: int = 0) -> float | str:
-    """Training seconds of ``run`` plus those of its expert chain (an Imputer's cost includes the
-    CTC model it was aligned with and started from); '' when this run's time is unknown.
-
-    The expert's run dir is taken as saved (relative to the working directory, as training
-    resolved it) or next to ``run``; an expert that cannot be found adds nothing.
-    """
+def _find_expert(run: Path, raw: dict) -> Path | None:
+    """The run dir of ``raw``'s ``objective.expert`` (placeholders filled; as saved, i.e. relative
+    to the working directory, or next to ``run``), or None."""
     from omegaconf import OmegaConf
 
     from ..config import fill_placeholders
 
-    own = summary.get("train_time_s", "")
     expert = ((raw.get("objective") or {}).get("expert") or "") if isinstance(raw, dict) else ""
-    if own == "" or not expert or depth > 8:
-        return own
+    if not expert:
+        return None
     expert = fill_placeholders(expert, OmegaConf.create(raw))  # runs/ctc-s{seed}
     for cand in (Path(expert), run.parent / Path(expert).name):
-        if (cand / "train_summary.json").exists() and (cand / "config.yaml").exists():
-            sub = read_json(cand / "train_summary.json")
-            sub_raw = yaml.safe_load((cand / "config.yaml").read_text()) or {}
-            before = _chain_train_time(cand, sub, sub_raw, depth + 1)
-            return round(own + before, 1) if before != "" else own
-    return own
+        if (cand / "config.yaml").exists():
+            return cand
+    return None
+
+
+def _expert_key(run: Path, raw: dict) -> str:
+    """The expert's configuration without its seed, run paths and result-neutral keys (a short
+    digest), or its path as saved when the expert run is not found."""
+    import hashlib
+
+    from ..config import RESULT_NEUTRAL_KEYS, flatten
+
+    found = _find_expert(run, raw)
+    if found is None:
+        return str(raw["objective"]["expert"])
+    cfg = flatten(yaml.safe_load((found / "config.yaml").read_text()) or {})
+    cfg = {k: v for k, v in cfg.items() if k != "seed" and k != "data.root" and not k.startswith(RESULT_NEUTRAL_KEYS)}
+    if cfg.get("objective.expert"):
+        cfg["objective.expert"] = _expert_key(found, yaml.safe_load((found / "config.yaml").read_text()))
+    return "expert config " + hashlib.sha1(repr(sorted(cfg.items())).encode()).hexdigest()[:8]
+
+
+def _chain_train_time(run: Path, summary: dict, raw: dict, depth: int = 0) -> float | str:
+    """Training seconds of ``run`` plus those of its expert chain (an Imputer's cost includes the
+    CTC model it was aligned with and started from); '' when this run's time is unknown. An
+    expert that cannot be found (:func:`_find_expert`) adds nothing."""
+    own = summary.get("train_time_s", "")
+    found = _find_expert(run, raw) if own != "" and depth <= 8 else None
+    if found is None or not (found / "train_summary.json").exists():
+        return own
+    before = _chain_train_time(found, read_json(found / "train_summary.json"),
+                               yaml.safe_load((found / "config.yaml").read_text()) or {}, depth + 1)
+    return round(own + before, 1) if before != "" else own
 
 
 def _error_types_from_hyps(path: Path) -> dict:
