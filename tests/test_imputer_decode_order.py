@@ -10,27 +10,15 @@ import torch
 
 from asr_zoo.decoding.ctc import collapse_ctc
 from asr_zoo.decoding.imputer import DECODING_STRATEGIES, imputer_decode
+from test_imputer_decoding import RecordingModel
 
 MASK, BLANK = 9, 0
 LENGTHS = torch.tensor([24, 21, 5, 1, 0])
 
 
-class Recorder:
-    """Fixed log-probs that ignore the input, blank-heavy; records every input it is given."""
-
-    def __init__(self, seed: int, num_frames: int = 24, num_classes: int = 6):
-        gen = torch.Generator().manual_seed(seed)
-        logits = torch.randn(len(LENGTHS), num_frames, num_classes, generator=gen)
-        logits[..., BLANK] += 1.0  # blank wins most frames, some narrowly
-        self.log_probs = logits.log_softmax(-1)
-        self.inputs: list[torch.Tensor] = []
-
-    def __call__(self, alignment: torch.Tensor) -> torch.Tensor:
-        self.inputs.append(alignment.clone())
-        return self.log_probs
-
-    def commit_step(self) -> torch.Tensor:
-        return torch.stack([a == MASK for a in self.inputs]).sum(0) - 1
+def blank_heavy_model(seed: int, num_frames: int = 24, num_classes: int = 6) -> RecordingModel:
+    """Fixed log-probs that ignore the input, blank-heavy (blank wins most frames, some narrowly)."""
+    return RecordingModel(len(LENGTHS), num_frames, num_classes, seed=seed, blank_bias=1.0)
 
 
 def _penalised(log_probs: torch.Tensor, penalty: float) -> torch.Tensor:
@@ -41,7 +29,7 @@ def _penalised(log_probs: torch.Tensor, penalty: float) -> torch.Tensor:
 
 @pytest.mark.parametrize("strategy", DECODING_STRATEGIES)
 def test_zero_penalty_is_the_plain_decoder(strategy):
-    a, b = Recorder(0), Recorder(0)
+    a, b = blank_heavy_model(0), blank_heavy_model(0)
     ali_a, steps_a = imputer_decode(a, LENGTHS, 4, strategy, mask_id=MASK)
     ali_b, steps_b = imputer_decode(b, LENGTHS, 4, strategy, mask_id=MASK, blank_penalty=0.0)
     assert torch.equal(ali_a, ali_b) and steps_a == steps_b
@@ -51,7 +39,7 @@ def test_zero_penalty_is_the_plain_decoder(strategy):
 @pytest.mark.parametrize("strategy", DECODING_STRATEGIES)
 @pytest.mark.parametrize("penalty", [0.3, 1.0, math.inf])
 def test_tokens_are_the_penalised_argmax(strategy, penalty):
-    model = Recorder(1)
+    model = blank_heavy_model(1)
     alignment, _ = imputer_decode(model, LENGTHS, 8, strategy, mask_id=MASK, blank_penalty=penalty)
     valid = torch.arange(24) < LENGTHS[:, None]
     expected = _penalised(model.log_probs, penalty).argmax(-1)
@@ -66,7 +54,7 @@ def test_commit_order_follows_penalised_confidence():
     """A blank slot ranks by log p(blank) - penalty: a token slot of lower raw confidence can
     now be committed first."""
     penalty = 0.7
-    model = Recorder(2)
+    model = blank_heavy_model(2)
     imputer_decode(model, LENGTHS, 8, "default", mask_id=MASK, blank_penalty=penalty)
     step, conf = model.commit_step(), _penalised(model.log_probs, penalty).max(-1).values
     for b, n in enumerate(LENGTHS.tolist()):

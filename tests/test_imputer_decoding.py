@@ -14,11 +14,14 @@ MASK, BLANK = 9, 0
 
 
 class RecordingModel:
-    """Fixed random log-probs that ignore the input; records every input it is given."""
+    """Fixed random log-probs that ignore the input (``blank_bias`` added to blank's logit);
+    records every input it is given."""
 
-    def __init__(self, batch: int, num_frames: int, num_classes: int = 6, seed: int = 0):
+    def __init__(self, batch: int, num_frames: int, num_classes: int = 6, seed: int = 0, blank_bias: float = 0.0):
         gen = torch.Generator().manual_seed(seed)
-        self.log_probs = torch.randn(batch, num_frames, num_classes, generator=gen).log_softmax(-1)
+        logits = torch.randn(batch, num_frames, num_classes, generator=gen)
+        logits[..., BLANK] += blank_bias
+        self.log_probs = logits.log_softmax(-1)
         self.inputs: list[torch.Tensor] = []
 
     def __call__(self, alignment: torch.Tensor) -> torch.Tensor:
