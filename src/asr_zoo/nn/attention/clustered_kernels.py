@@ -20,6 +20,7 @@ __all__ = [
     "CentroidAttention",
     "centroid_attention",
     "centroid_backward",
+    "centroid_scores_backward",
     "centroid_forward",
     "drop_mask",
     "grouped_inputs",
@@ -111,14 +112,7 @@ def centroid_backward(saved: tuple, d_v_c: Tensor, d_mass: Tensor, d_k: Tensor |
         tuple: gradients of q_c `(G, C, E)`, k and v.
     """
     q_c, k, v, a, top_idx, drop = saved
-    E = q_c.shape[-1]
-    d_a = torch.bmm(d_v_c, v.transpose(1, 2))  # (G, C, N): through v_c
-    if drop is not None:
-        d_a.mul_(drop)
-    # top keys do not enter v_c, only the mass
-    d_a.scatter_(-1, top_idx, d_mass.unsqueeze(-1).expand_as(top_idx))
-    d_s = softmax_backward_(d_a, a, E**-0.5)
-    d_q_c = torch.bmm(d_s, k)
+    d_s, d_q_c = centroid_scores_backward(saved, d_v_c, d_mass)
     d_k = torch.bmm(d_s.transpose(1, 2), q_c) if d_k is None else d_k.baddbmm_(d_s.transpose(1, 2), q_c)
     # the weights that made v_c (top keys left out), in d_s's buffer, which is done with
     a_rest = a
@@ -128,6 +122,19 @@ def centroid_backward(saved: tuple, d_v_c: Tensor, d_mass: Tensor, d_k: Tensor |
     d_v = torch.bmm(a_rest.transpose(1, 2), d_v_c) if d_v is None else \
         d_v.baddbmm_(a_rest.transpose(1, 2), d_v_c)  # (G, N, M)
     return d_q_c, d_k, d_v
+
+
+def centroid_scores_backward(saved: tuple, d_v_c: Tensor, d_mass: Tensor) -> tuple[Tensor, Tensor]:
+    """The part of :func:`centroid_backward` shared with i-clustered's: the gradient of the
+    centroid scores d_s `(G, C, N)` (pre-softmax, scaled; A's buffer) and of q_c `(G, C, E)`.
+    Top keys enter only the mass, not v_c."""
+    q_c, k, v, a, top_idx, drop = saved
+    d_a = torch.bmm(d_v_c, v.transpose(1, 2))  # (G, C, N): through v_c
+    if drop is not None:
+        d_a.mul_(drop)
+    d_a.scatter_(-1, top_idx, d_mass.unsqueeze(-1).expand_as(top_idx))
+    d_s = softmax_backward_(d_a, a, q_c.shape[-1] ** -0.5)
+    return d_s, torch.bmm(d_s, k)
 
 
 def softmax_backward_(d_p: Tensor, p: Tensor, scale: Tensor | float) -> Tensor:

@@ -25,7 +25,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from .clustered_kernels import drop_mask, key_bias, softmax_backward_
+from .clustered_kernels import centroid_scores_backward, drop_mask, key_bias
 from .rows import cluster_means, gather_rows, index_add_rows
 
 __all__ = [
@@ -290,13 +290,7 @@ def _centroid_topk_backward(saved: tuple, d_v_c: Tensor, d_mass: Tensor, d_k_top
     q_c, k, v, a, top_idx, drop = saved
     G, C, K = top_idx.shape
     E, N, top = q_c.shape[-1], k.shape[1], top_idx.flatten(1)
-    d_a = torch.bmm(d_v_c, v.transpose(1, 2))  # (G, C, N): through v_c
-    if drop is not None:
-        d_a.mul_(drop)
-    # top keys do not enter v_c, only the mass
-    d_a.scatter_(-1, top_idx, d_mass.unsqueeze(-1).expand_as(top_idx))
-    d_s = softmax_backward_(d_a, a, E**-0.5)
-    d_q_c = torch.bmm(d_s, k)
+    d_s, d_q_c = centroid_scores_backward(saved, d_v_c, d_mass)
     d_k = index_add_rows(d_k_top.view(G, C * K, E), top, N, out=torch.bmm(d_s.transpose(1, 2), q_c))
     w = a if drop is None else torch.mul(a, drop, out=d_s)  # the weights that made v_c (and top)
     d_v_top.addcmul_(w.gather(-1, top_idx).unsqueeze(-1), d_v_c.unsqueeze(2), value=-1)  # - A_top·dv_c
