@@ -30,7 +30,6 @@ markdown table) and ``OUT/attention.png`` (log-log time against N).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -43,6 +42,7 @@ from asr_zoo.bench.memory import peak_memory_bytes
 from asr_zoo.hardware import cpu_arithmetic
 from asr_zoo.timing import time_calls
 from asr_zoo.nn.attention import ATTENTION, build_attention
+from asr_zoo.bench import write_records
 
 __all__ = ["add_arguments", "clustered_queries", "kernel_arithmetic", "main", "run"]
 
@@ -82,10 +82,8 @@ def run(args: argparse.Namespace) -> int:
             name == "softmax" and n > args.softmax_max_n))
     _progress(len(cases), len(cases), "done")
     _add_ratios(records)
-    with open(args.out / "attention.jsonl", "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in records)
     table = _markdown(records, args.softmax_max_n)
-    (args.out / "attention.md").write_text(table)
+    write_records(args.out, "attention", records, table)
     _plot(records, args.out / "attention.png")
     print(table)
     return 0

@@ -45,6 +45,7 @@ import tracemalloc
 from pathlib import Path
 
 import torch
+from . import write_records
 
 __all__ = ["STORAGES", "add_arguments", "run", "main", "markdown"]
 
@@ -238,10 +239,8 @@ def run(args: argparse.Namespace) -> int:
     if args.extract:
         emit(_extraction_record(dm.data, args.extract))
 
-    with open(args.out / "loader.jsonl", "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in records)
     table = markdown(records)
-    (args.out / "loader.md").write_text(table)
+    write_records(args.out, "loader", records, table)
     print(table)
     return 0
 

@@ -32,6 +32,7 @@ import torch
 from asr_zoo.bench.memory import peak_memory_bytes
 from asr_zoo.timing import time_calls
 from asr_zoo.losses.rnnt import rnnt_loss, rnnt_loss_reference
+from . import write_records
 
 __all__ = ["SHAPES", "add_arguments", "run", "main"]
 
@@ -67,10 +68,8 @@ def run(args: argparse.Namespace) -> int:
                 continue
             records.append(_measure(impl, loss_fn, shape, device, args.repeats))
             print(json.dumps(records[-1]))
-    with open(args.out / "rnnt_loss.jsonl", "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in records)
     table = _markdown(records)
-    (args.out / "rnnt_loss.md").write_text(table)
+    write_records(args.out, "rnnt_loss", records, table)
     print(table)
     return 0
 

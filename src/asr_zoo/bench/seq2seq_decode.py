@@ -34,6 +34,7 @@ import torch
 from asr_zoo.decoding.seq2seq import beam_search, greedy_search
 from asr_zoo.nn.decoder import TransformerDecoder
 from asr_zoo.timing import median_seconds
+from . import write_records
 
 __all__ = ["add_arguments", "run", "main"]
 
@@ -87,10 +88,8 @@ def run(args: argparse.Namespace) -> int:
                                 "rows": args.step_rows, "prefix_len": length, "value": round(ms, 3),
                                 "unit": "ms/step", "load_avg_1min": round(os.getloadavg()[0], 2)})
                 print(json.dumps(records[-1]))
-    with open(args.out / "seq2seq_decode.jsonl", "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in records)
     table = _markdown(records)
-    (args.out / "seq2seq_decode.md").write_text(table)
+    write_records(args.out, "seq2seq_decode", records, table)
     _plot(records, args.out / "seq2seq_decode_step_cost.png")
     print(table)
     return 0

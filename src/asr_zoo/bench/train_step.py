@@ -40,6 +40,7 @@ import torch
 
 from asr_zoo.bench.memory import peak_memory_bytes
 from asr_zoo.timing import interleaved_seconds, time_calls
+from . import write_records
 
 __all__ = ["OBJECTIVES", "ATTENTIONS", "add_arguments", "run", "main", "synthetic_batch", "fake_alignments"]
 
@@ -260,10 +261,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.skip_greedy:
         for r in _greedy_records(max(7, repeats)):
             emit(r)
-    with open(args.out / "train_step.jsonl", "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in records)
     table = markdown(records)
-    (args.out / "train_step.md").write_text(table)
+    write_records(args.out, "train_step", records, table)
     print(table)
     plot(records, args.out / "train_step.png")
     return 0
