@@ -147,3 +147,23 @@ def test_train_eval_compare_seq2seq(tiny_corpus, tmp_path, capsys):
     capsys.readouterr()
     assert main(["compare", str(run), "--out", str(tmp_path / "table")]) == 0
     assert "| s2s | seq2seq | softmax |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("encoder_dropout, setting, expected", [(0.0, None, 0.0), (0.2, None, 0.2), (0.0, 0.3, 0.3)])
+def test_decoder_dropout_follows_the_encoder_unless_set(encoder_dropout, setting, expected):
+    """``objective.decoder_dropout`` (seq2seq) and ``objective.dropout`` (RNN-T's predictor) left null
+    take ``encoder.dropout`` (preset=demo turns all dropout off with one key); a number wins."""
+    from omegaconf import OmegaConf
+
+    from asr_zoo.objectives.rnnt import RNNTModule
+
+    s2s = _module(f"encoder.dropout={encoder_dropout}",
+                  *([f"objective.decoder_dropout={setting}"] if setting is not None else []))
+    residual = {m.p for name, m in s2s.decoder.named_modules()  # self_attn: attention.dropout's, not this
+                if isinstance(m, torch.nn.Dropout) and "self_attn" not in name}
+    assert residual == {expected}
+    assert {layer.cross_attn.dropout for layer in s2s.decoder.layers} == {expected}
+    cfg = compose(["objective=rnnt", "encoder.d_model=32", "encoder.num_layers=1", "encoder.ffn_dim=64",
+                   f"encoder.dropout={encoder_dropout}", *([f"objective.dropout={setting}"] if setting is not None else [])])
+    rnnt = RNNTModule(OmegaConf.to_container(cfg), vocab_size=20, feature_dim=80)
+    assert {m.p for m in rnnt.predictor.modules() if isinstance(m, torch.nn.Dropout)} == {expected}

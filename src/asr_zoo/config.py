@@ -229,7 +229,7 @@ def _check_schema(node: DictConfig, schema, prefix: str) -> None:
         value, key = node[f.name], prefix + f.name
         if "choices" in f.metadata and value not in f.metadata["choices"]:
             raise ConfigError(f"invalid value {key}={value!r}; valid choices: {', '.join(f.metadata['choices'])}")
-        if "range" in f.metadata:
+        if "range" in f.metadata and value is not None:  # None: an optional number left unset
             low, high, high_open = f.metadata["range"]
             if (low is not None and value < low) or (high is not None and (value >= high if high_open else value > high)):
                 interval = f"[{'-inf' if low is None else low}, {'inf' if high is None else high}{')' if high_open else ']'}"

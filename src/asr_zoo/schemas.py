@@ -201,7 +201,7 @@ class RNNTConfig(ObjectiveConfig):
     num_layers: int = 1  # LSTM layers (lstm)
     context_size: int = 2  # tokens of left context (stateless; 1 or 2)
     stateless_conv: bool = True  # stateless: mix the context with a depthwise conv (icefall), else concatenate
-    dropout: float = 0.1  # predictor dropout
+    dropout: Optional[float] = bounded(None, 0.0, 1.0, high_open=True)  # predictor dropout; None: encoder.dropout
     joint_dim: int = 256  # joint network width J
     decoder: str = choice("greedy", "beam")  # beam: (modified beam search, one symbol per frame)
     beam_size: int = 4  # prefixes kept per frame (beam)
@@ -222,7 +222,7 @@ class Seq2SeqConfig(ObjectiveConfig):
     decoder_layers: int = bounded(2, 1)  # Transformer decoder layers (d_model = encoder.d_model)
     decoder_heads: int = 4
     decoder_ffn_dim: int = 576
-    decoder_dropout: float = 0.1
+    decoder_dropout: Optional[float] = bounded(None, 0.0, 1.0, high_open=True)  # None: encoder.dropout
     decoder_attention: str = choice("softmax", "linear")  # causal self-attention type
     tie_embedding: bool = True  # share the token embedding with the output layer
     # add sinusoidal frame positions to the decoder's memory (cross-attention keys/values); False

@@ -4,9 +4,11 @@ Usage:
     OMP_WAIT_POLICY=PASSIVE asr-zoo bench train-step --out runs/bench --threads 2
     OMP_WAIT_POLICY=PASSIVE PYTHONPATH=src python -m asr_zoo.bench.train_step --out runs/bench --quick
 
-The demo configuration (``encoder=conformer trainer=demo``, vocabulary 256) on one fixed batch of
-40 s of audio, synthesised with the shapes of the default corpus: utterances of 2-10 s
-(``--seed``), 80-dim features at 100 frames/s, about 4 tokens/s, random token ids. Imputer
+The demo configuration (``encoder=conformer trainer=demo``) on one fixed batch of 40 s of audio,
+synthesised with the shapes of the default corpus: utterances of 2-10 s (``--seed``), 80-dim
+features at 100 frames/s, random token ids at the rate of ``--tokenizer``'s tokens on the default
+corpus: ``char`` (``preset=demo``'s tokenizer: 31 symbols, 17.2 tokens/s) or ``bpe256`` (256
+pieces, about 4 tokens/s). Imputer
 objectives get random valid CTC alignments as their "expert" (tokens at sorted random frames,
 blanks elsewhere). Every step is ``zero_grad; compute_loss; backward; AdamW.step``, in train mode
 (dropout and SpecAugment-free features). ``median_ms`` is the median wall-clock of ``--repeats``
@@ -54,6 +56,7 @@ OBJECTIVES = {  # label -> config overrides
 }
 ATTENTIONS = ("softmax", "linear", "clustered", "iclustered", "pooled")
 VOCAB, FEATURES = 256, 80
+TOKENIZERS = {"char": (31, 17.2), "bpe256": (256, 4.0)}  # vocabulary, tokens per second of the default corpus
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -66,14 +69,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"attention type (repeatable); default all: {', '.join(ATTENTIONS)}")
     parser.add_argument("--objective", action="append", choices=list(OBJECTIVES), default=None,
                         help="objective (repeatable); default all (ctc always runs: it is the ratios' base)")
+    parser.add_argument("--tokenizer", choices=list(TOKENIZERS), default="char",
+                        help="vocabulary and token rate of the batch (default: char, preset=demo's)")
     parser.add_argument("--quick", action="store_true", help="softmax only, 2 repeats")
     parser.add_argument("--skip-greedy", action="store_true", help="skip the greedy-decoding section")
 
 
-def synthetic_batch(seed: int = 0, seconds: float = 40.0, vocab: int = VOCAB) -> dict:
+def synthetic_batch(seed: int = 0, seconds: float = 40.0, vocab: int = VOCAB,
+                    tokens_per_second: float = 4.0) -> dict:
     """A fixed batch shaped like the default corpus: utterances of 2-10 s adding up to at most
-    ``seconds``; feats `(B, T, 80)` at 100 frames/s, tokens `(B, U)` at about 4 per second (ids
-    ``2 .. vocab-1``, no two equal neighbours)."""
+    ``seconds``; feats `(B, T, 80)` at 100 frames/s, tokens `(B, U)` at ``tokens_per_second``
+    (ids ``2 .. vocab-1``, no two equal neighbours)."""
     g = torch.Generator().manual_seed(seed)
     durations = []
     while True:
@@ -82,7 +88,7 @@ def synthetic_batch(seed: int = 0, seconds: float = 40.0, vocab: int = VOCAB) ->
             break
         durations.append(d)
     feat_lens = torch.tensor([int(d * 100) for d in durations])
-    token_lens = torch.tensor([max(1, round(d * 4)) for d in durations])
+    token_lens = torch.tensor([max(1, round(d * tokens_per_second)) for d in durations])
     B = len(durations)
     feats = torch.randn(B, int(feat_lens.max()), FEATURES, generator=g)
     tokens = torch.zeros(B, int(token_lens.max()), dtype=torch.long)
@@ -110,7 +116,7 @@ def fake_alignments(batch: dict, encoder_lengths: torch.Tensor, seed: int = 0) -
     return out
 
 
-def _build(label: str, attention: str, batch: dict):
+def _build(label: str, attention: str, batch: dict, vocab: int = VOCAB):
     from omegaconf import OmegaConf
 
     from asr_zoo.config import compose
@@ -118,7 +124,7 @@ def _build(label: str, attention: str, batch: dict):
 
     cfg = compose(["encoder=conformer", "trainer=demo", f"attention={attention}", *OBJECTIVES[label]])
     torch.manual_seed(0)
-    module = REGISTRY.get(cfg.objective.name).obj(OmegaConf.to_container(cfg, resolve=True), VOCAB, FEATURES)
+    module = REGISTRY.get(cfg.objective.name).obj(OmegaConf.to_container(cfg, resolve=True), vocab, FEATURES)
     if label.startswith("imputer"):
         module.alignments = fake_alignments(batch, module.encoder.output_lengths(batch["feat_lens"]))
     module.train()
@@ -131,8 +137,8 @@ def _time_steps(step, repeats: int) -> tuple[list[float], list[float]]:
     return [1e3 * t for t in wall], [1e3 * t for t in cpu]
 
 
-def _train_step_record(label: str, attention: str, batch: dict, repeats: int) -> dict:
-    module, cfg = _build(label, attention, batch)
+def _train_step_record(label: str, attention: str, batch: dict, repeats: int, vocab: int = VOCAB) -> dict:
+    module, cfg = _build(label, attention, batch, vocab)
     opt = torch.optim.AdamW(module.parameters(), lr=1e-4)
 
     def step():
@@ -236,9 +242,11 @@ def run(args: argparse.Namespace) -> int:
     repeats = 2 if args.quick else args.repeats
     labels = args.objective or list(OBJECTIVES)
     labels = ["ctc"] + [label for label in labels if label != "ctc"]
-    batch = synthetic_batch(args.seed)
+    vocab, rate = TOKENIZERS[args.tokenizer]
+    batch = synthetic_batch(args.seed, vocab=vocab, tokens_per_second=rate)
     common = {"threads": args.threads, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
               "torch": torch.__version__, **cpu_arithmetic(),
+              "tokenizer": args.tokenizer, "vocab": vocab,
               "batch": {"utterances": len(batch["ids"]), "seconds": float(batch["feat_lens"].sum()) / 100,
                         "max_frames": int(batch["feat_lens"].max()), "max_tokens": int(batch["token_lens"].max())}}
     print(json.dumps(common))
@@ -252,7 +260,7 @@ def run(args: argparse.Namespace) -> int:
     for attention in attentions:
         base = None
         for label in labels:
-            r = _train_step_record(label, attention, batch, repeats)
+            r = _train_step_record(label, attention, batch, repeats, vocab)
             base = base or r
             r["time_vs_ctc"], r["mem_vs_ctc"] = r["median_ms"] / base["median_ms"], r["peak_mb"] / base["peak_mb"]
             emit(r)

@@ -46,7 +46,8 @@ class RNNTModule(ASRModule):
         o = self.cfg.objective
         self.predictor = build_predictor(o.predictor, vocab_size, embed_dim=o.embed_dim, hidden_dim=o.hidden_dim,
                                          num_layers=o.num_layers, context_size=o.context_size,
-                                         conv=o.stateless_conv, dropout=o.dropout, start_id=BLANK_ID)
+                                         conv=o.stateless_conv, start_id=BLANK_ID,
+                                         dropout=self.cfg.encoder.dropout if o.dropout is None else o.dropout)
         self.joiner = Joiner(self.cfg.encoder.d_model, self.predictor.output_dim, o.joint_dim, vocab_size)
         self.ctc_head = nn.Linear(self.cfg.encoder.d_model, vocab_size) if o.ctc_weight > 0 else None
         if o.get("loss", "full") == "pruned":  # the simple (additive) joiner's projections, as icefall's

@@ -90,7 +90,8 @@ class Seq2SeqModule(ASRModule):
         o = self.cfg.objective
         D = self.cfg.encoder.d_model
         self.decoder = TransformerDecoder(vocab_size, D, o.decoder_layers, o.decoder_heads, o.decoder_ffn_dim,
-                                          o.decoder_dropout, o.decoder_attention, o.tie_embedding)
+                                          self.cfg.encoder.dropout if o.decoder_dropout is None else o.decoder_dropout,
+                                          o.decoder_attention, o.tie_embedding)
         self.ctc_head = nn.Linear(D, vocab_size) if o.ctc_weight > 0 else None
         self.memory_positions = SinusoidalPositionalEncoding(D, scale=False) if o.memory_positions else None
 
