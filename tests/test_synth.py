@@ -183,3 +183,59 @@ def test_long_utterances_span_the_asked_durations(tmp_path):
         assert 10.0 < split["min_duration"] and split["max_duration"] < 30.0  # espeak's pace varies
     with pytest.raises(ValueError, match="made with"):  # the corpus records its durations
         prepare_synth(tmp_path / "long", num_train=2, num_dev=1, num_test=1, seed=0, num_workers=1, progress=False)
+
+
+# ---------------------------------------------------------------- the hard condition
+def test_hard_condition_plan():
+    """`prepare synth --condition hard`: held-out words only in test (every test sentence has one),
+    child-like speakers, changing rates, reverberation and noise levels as documented."""
+    plan = plan_synth(400, 40, 40, seed=0, condition="hard")
+    held = synth.held_out_words(0, synth.CONDITIONS["hard"].unseen_word_share)
+    assert len(held) >= 20 and held == synth.held_out_words(0, 0.1) != synth.held_out_words(1, 0.1)
+    assert all(held.isdisjoint(u.text.split()) for u in plan["train"] + plan["dev"])
+    assert all(not held.isdisjoint(u.text.split()) for u in plan["test"])
+    speakers = {u.speaker for utts in plan.values() for u in utts}
+    children = [s for s in speakers if s.scale > 1]
+    assert 0 < len(children) < len(speakers)
+    assert all(75 <= s.pitch <= 99 and 1.15 <= s.scale <= 1.35 for s in children)
+    utts = [u for split in plan.values() for u in split]
+    assert 0.3 < sum(u.second_rate > 0 for u in utts) / len(utts) < 0.7
+    assert 0.5 < sum(u.rt60 > 0 for u in utts) / len(utts) < 0.9
+    assert {u.snr_db for u in utts} == {(level - 2.5, level + 2.5) for level in (0.0, 5.0, 10.0, 15.0, 20.0)}
+    assert all(100 <= u.rate <= 260 and 0.2 <= u.rt60 <= 0.9 for u in utts if u.rt60)
+    assert plan_synth(400, 40, 40, seed=0, condition="hard")["test"] == plan["test"]  # a function of the seed
+    with pytest.raises(ValueError, match="valid: clean, hard"):
+        plan_synth(4, 1, 1, condition="noisy")
+
+
+def test_room_response_decays_from_a_direct_path():
+    rir = synth.room_response(0.5, [0, 1])
+    assert rir.shape == (8000,) and abs(float(np.sum(rir**2)) - 1.0) < 1e-9
+    assert np.argmax(np.abs(rir)) == 0 and np.all(rir[1:40] == 0)  # direct path, then 2.5 ms of nothing
+    tail = rir[40:] ** 2
+    assert tail[: len(tail) // 10].sum() > 100 * tail[-len(tail) // 10:].sum()  # about 60 dB down at the end
+    assert np.array_equal(rir, synth.room_response(0.5, [0, 1]))
+
+
+def test_child_voices_are_higher_and_keep_their_pace():
+    """A frequency scale of 1.3 moves the spectrum up by about that much at about the same duration."""
+    from dataclasses import replace
+
+    utt = replace(plan_synth(6, 2, 2, seed=0)["train"][0], snr_db=(80.0, 80.0))
+
+    def centroid_and_seconds(scale):
+        audio = synth.render_utterance(replace(utt, speaker=replace(utt.speaker, scale=scale))).astype(np.float64)
+        power = np.abs(np.fft.rfft(audio)) ** 2
+        freqs = np.fft.rfftfreq(len(audio), 1 / SAMPLE_RATE)
+        return float((power * freqs).sum() / power.sum()), len(audio) / SAMPLE_RATE
+
+    (c1, s1), (c2, s2) = centroid_and_seconds(1.0), centroid_and_seconds(1.3)
+    assert 1.15 < c2 / c1 < 1.45 and abs(s2 / s1 - 1) < 0.2
+
+
+def test_hard_corpus_is_recorded_and_not_mixed_with_clean(tmp_path):
+    summary = prepare_synth(tmp_path, num_train=2, num_dev=1, num_test=1, seed=0, num_workers=1, progress=False,
+                            condition="hard")
+    assert summary["config"]["condition"] == "hard" and summary["splits"]["test"]["utterances"] == 1
+    with pytest.raises(ValueError, match="made with"):
+        prepare_synth(tmp_path, num_train=2, num_dev=1, num_test=1, seed=0, num_workers=1, progress=False)

@@ -41,7 +41,7 @@ def _cmd_prepare(args) -> int:
 
         summary = prepare_synth(Path(args.out), num_train=args.num_train, num_dev=args.num_dev,
                                 num_test=args.num_test, seed=args.seed, num_workers=args.workers,
-                                seconds=_seconds(args), layout=args.layout)
+                                seconds=_seconds(args), layout=args.layout, condition=args.condition)
         for split, st in summary["splits"].items():
             print(f"{split}: {st['utterances']} utterances, {st['hours']:.2f} h, {st['speakers']} speakers, "
                   f"{st['dropped']} dropped ({args.out}/synth_info.json has the details)")
@@ -163,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--layout", choices=("synth", "librispeech"), default="synth",  # data/synth.py LAYOUTS
                    help="split names: train/dev/test, or LibriSpeech's train-clean-100, dev-clean, dev-other, "
                    "test-clean, test-other (--num-dev/--num-test per dev/test set; 'other': unseen voices, noisier)")
+    s.add_argument("--condition", choices=("clean", "hard"), default="clean",  # data/synth.py CONDITIONS
+                   help="hard: child-like voices, changing rates, reverberation, 0-20 dB noise, test words unseen "
+                   "in training (a stand-in for a first small real corpus)")
     s.add_argument("--on-bad", choices=["drop", "fail"], default="drop")
     ls = psub.add_parser("librispeech", help="prepare LibriSpeech under ROOT/LibriSpeech")
     ls.add_argument("--root", required=True, help="directory holding (or receiving) LibriSpeech/")

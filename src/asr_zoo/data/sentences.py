@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 from typing import NamedTuple
 
-__all__ = ["GENERATOR_VERSION", "MIN_WORDS", "MAX_WORDS", "vocabulary", "generate_sentences"]
+__all__ = ["GENERATOR_VERSION", "MIN_WORDS", "MAX_WORDS", "vocabulary", "word_families", "generate_sentences"]
 
 GENERATOR_VERSION = 1
 """Bumped whenever a change alters the sentences produced for a given seed."""
@@ -175,6 +175,15 @@ def vocabulary() -> set[str]:
         DIDN'T NOT NEVER DON'T PLEASE THERE WHERE WHEN WHY HOW WHO SO ON IN SUNDAYS MORNING
         EVENING WEEK"""))
     return words
+
+
+def word_families() -> list[tuple[str, ...]]:
+    """Content words a corpus can hold out of training, each with its forms: (singular, plural) of
+    every person, animal and thing noun and (name, name's) of every name; sorted, no repeats."""
+    families = {(n.singular, n.plural) for n in _N_PEOPLE + _N_ANIMALS + _N_THINGS if n.singular != n.plural}
+    families |= {(n.singular,) for n in _N_PEOPLE + _N_ANIMALS + _N_THINGS if n.singular == n.plural}
+    families |= {(name, name + "'S") for name in _NAMES}
+    return sorted(families)
 
 
 class _Grammar:

@@ -23,6 +23,14 @@ combinations, the same noise), ``dev-other`` and ``test-other`` (held-out dialec
 combinations and noisier audio, 5-15 dB SNR instead of 20-35 dB). Every speaker (voice + pitch)
 occurs in one split only, as in LibriSpeech.
 
+``condition="hard"`` (:data:`CONDITIONS`) makes the audio and the test set harder, like a first
+small real corpus: a third of the speakers child-like (high pitch and every frequency scaled up
+1.15-1.35x, as a shorter vocal tract), speaking rates of 100-260 words per minute that change
+within half of the utterances (the second half 0.6-1.5x the first's rate), reverberation in 70%
+of the utterances (an exponentially decaying noise response, RT60 0.2-0.9 s), noise at 0, 5, 10,
+15 or 20 dB SNR (+-2.5 dB), and 10% of the content words (:func:`~asr_zoo.data.sentences.word_families`)
+never spoken in train or dev while every test sentence holds at least one of them.
+
 Everything is a function of ``seed``: each utterance draws its rate, padding and noise from
 its own RNG and espeak-ng renders it in a fresh process state, so a corpus is byte-identical
 whatever the number of workers or the order of work. Preparation is resumable: FLACs are
@@ -46,14 +54,16 @@ from typing import Optional, Union
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import lfilter, resample_poly
+from fractions import Fraction
+
+from scipy.signal import fftconvolve, lfilter, resample_poly
 
 from asr_zoo.data import espeak
-from asr_zoo.data.sentences import GENERATOR_VERSION, generate_sentences
+from asr_zoo.data.sentences import GENERATOR_VERSION, generate_sentences, word_families
 from asr_zoo.utils import atomic_replace, atomic_write_text, remove_stale_temps
 
 __all__ = [
-    "SAMPLE_RATE", "SPLITS", "LAYOUTS", "SplitSpec", "VOICES", "VARIANTS", "UTTERANCES_PER_CHAPTER",
+    "SAMPLE_RATE", "SPLITS", "LAYOUTS", "CONDITIONS", "Condition", "SplitSpec", "held_out_words", "room_response", "VOICES", "VARIANTS", "UTTERANCES_PER_CHAPTER",
     "CHAPTERS_PER_SPEAKER", "SynthSpeaker", "SynthUtterance", "plan_synth", "render_utterance",
     "prepare_synth",
 ]
@@ -77,6 +87,32 @@ _SNR_DB = (20.0, 35.0)
 _OTHER_SNR_DB = (5.0, 15.0)  # the noisier "other" splits of the librispeech layout
 _PAD_SECONDS = (0.05, 0.3)  # silence added before and after the speech
 _PEAK = 0.9
+
+
+@dataclass(frozen=True)
+class Condition:
+    """How the audio is rendered and what the test set holds (:data:`CONDITIONS`)."""
+
+    name: str
+    rate_wpm: tuple[int, int] = _RATE_WPM  # speaking rates, words per minute
+    rate_jitter: int = 10  # an utterance's rate: its speaker's +- this
+    child_share: float = 0.0  # share of speakers with child-like voices
+    child_pitch: tuple[int, int] = (75, 99)  # their espeak-ng base pitch
+    child_scale: tuple[float, float] = (1.15, 1.35)  # their frequency scale (pitch and formants)
+    rate_change_share: float = 0.0  # share of utterances whose second half has another rate
+    rate_change: tuple[float, float] = (0.6, 1.5)  # that rate as a multiple of the first half's
+    reverb_share: float = 0.0  # share of reverberant utterances
+    rt60: tuple[float, float] = (0.2, 0.9)  # their reverberation time, seconds
+    snr_levels_db: tuple[float, ...] = ()  # noise at one of these (+-2.5 dB); () = the split's range
+    unseen_word_share: float = 0.0  # share of word families held out of train and dev, in every test sentence
+
+
+CONDITIONS: dict[str, Condition] = {
+    "clean": Condition("clean"),
+    "hard": Condition("hard", rate_wpm=(100, 260), rate_jitter=30, child_share=1 / 3, rate_change_share=0.5,
+                      reverb_share=0.7, snr_levels_db=(0.0, 5.0, 10.0, 15.0, 20.0), unseen_word_share=0.1),
+}
+"""Conditions of :func:`prepare_synth`: ``clean`` (the default corpus) and ``hard``."""
 
 
 @dataclass(frozen=True)
@@ -112,6 +148,7 @@ class SynthSpeaker:
     pitch: int
     pitch_range: int
     rate: int  # the speaker's typical rate (words per minute); utterances vary around it
+    scale: float = 1.0  # frequency scale of the voice (> 1: child-like, a shorter vocal tract)
 
 
 @dataclass(frozen=True)
@@ -127,7 +164,9 @@ class SynthUtterance:
     rate: int  # words per minute
     seed: int  # corpus seed
     split_index: int  # position of the split in its layout; seeds this utterance's RNG
-    snr_db: tuple[float, float]  # noise level range of the split
+    snr_db: tuple[float, float]  # noise level range of the split (or of this utterance's level)
+    second_rate: int = 0  # words per minute of the second half of the words; 0: one rate throughout
+    rt60: float = 0.0  # reverberation time in seconds; 0: dry
 
     @property
     def relative_path(self) -> str:
@@ -145,7 +184,7 @@ def _held_out_voices(seed: int) -> set[str]:
 
 def plan_synth(
     num_train: int = 2000, num_dev: int = 200, num_test: int = 200, seed: int = 0,
-    seconds: Optional[tuple[float, float]] = None, layout: str = "synth",
+    seconds: Optional[tuple[float, float]] = None, layout: str = "synth", condition: str = "clean",
 ) -> dict[str, list[SynthUtterance]]:
     """Decide every utterance of the corpus (text, speaker, rate, path) without rendering.
 
@@ -156,6 +195,7 @@ def plan_synth(
             uniformly from this range and speaks consecutive sentences until their estimated
             duration (words at its speaking rate) reaches it. Default: one sentence each.
         layout (str): split names and conditions, a key of :data:`LAYOUTS`.
+        condition (str): a key of :data:`CONDITIONS`; ``clean`` plans exactly as before it existed.
 
     Returns:
         plan (dict[str, list[SynthUtterance]]): per split, its utterances in order. Speaker
@@ -167,10 +207,15 @@ def plan_synth(
     """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown synthetic corpus layout {layout!r}; valid: {', '.join(LAYOUTS)}")
-    specs = LAYOUTS[layout]
+    if condition not in CONDITIONS:
+        raise ValueError(f"unknown synthetic corpus condition {condition!r}; valid: {', '.join(CONDITIONS)}")
+    cond, specs = CONDITIONS[condition], LAYOUTS[layout]
     sizes = {"train": num_train, "dev": num_dev, "test": num_test}
     total = sum(sizes[spec.size] for spec in specs)
-    texts = _SentencePool(seed, total if seconds is None else int(total * seconds[1] / 2.5) + 64)
+    size = total if seconds is None else int(total * seconds[1] / 2.5) + 64
+    unseen = held_out_words(seed, cond.unseen_word_share)
+    texts = _SentencePool(seed, size, accept=(lambda t: unseen.isdisjoint(t.split())) if unseen else None)
+    test_texts = _SentencePool(seed, size, accept=lambda t: not unseen.isdisjoint(t.split())) if unseen else texts
     held_out = _held_out_voices(seed)
     pools = {
         "train": sorted(f"{d}+{v}" for d in VOICES for v in VARIANTS if f"{d}+{v}" not in held_out),
@@ -188,16 +233,20 @@ def plan_synth(
         speakers = []
         for k in range(math.ceil(size / per_speaker)):
             voice = pool[k % len(pool)]
-            if sum(v == voice for v, _ in used) > _PITCH[1] - _PITCH[0]:
+            child = cond.child_share > 0 and np.random.default_rng([seed, 7005, split_index, k]).random() < cond.child_share
+            lo, hi = cond.child_pitch if child else _PITCH
+            if sum(v == voice and lo <= p <= hi for v, p in used) > hi - lo:
                 raise ValueError(f"too many speakers for {split}: every pitch of {voice} is taken")
-            pitch = int(rng.integers(_PITCH[0], _PITCH[1] + 1))
+            pitch = int(rng.integers(lo, hi + 1))
             while (voice, pitch) in used:
-                pitch = int(rng.integers(_PITCH[0], _PITCH[1] + 1))
+                pitch = int(rng.integers(lo, hi + 1))
             used.add((voice, pitch))
             speakers.append(SynthSpeaker(
                 id=next_speaker + k, voice=voice, pitch=pitch,
                 pitch_range=int(rng.integers(_PITCH_RANGE[0], _PITCH_RANGE[1] + 1)),
-                rate=int(rng.integers(_RATE_WPM[0] + 10, _RATE_WPM[1] - 10 + 1)),
+                rate=int(rng.integers(cond.rate_wpm[0] + 10, cond.rate_wpm[1] - 10 + 1)),
+                scale=float(np.random.default_rng([seed, 7006, split_index, k]).uniform(*cond.child_scale))
+                if child else 1.0,
             ))
         next_speaker += len(speakers)
         utterances = []
@@ -205,34 +254,64 @@ def plan_synth(
             speaker = speakers[i // per_speaker]
             chapter = 10 * speaker.id + (i % per_speaker) // UTTERANCES_PER_CHAPTER + 1
             number = i % UTTERANCES_PER_CHAPTER
-            jitter = int(np.random.default_rng([seed, 7003, split_index, i]).integers(-10, 11))
-            rate = int(np.clip(speaker.rate + jitter, *_RATE_WPM))
+            jitter = int(np.random.default_rng([seed, 7003, split_index, i]).integers(-cond.rate_jitter,
+                                                                                     cond.rate_jitter + 1))
+            rate = int(np.clip(speaker.rate + jitter, *cond.rate_wpm))
+            pool_texts = test_texts if spec.size == "test" else texts
             if seconds is None:
-                text = texts.take(1)
+                text = pool_texts.take(1)
             else:
                 target = np.random.default_rng([seed, 7004, split_index, i]).uniform(*seconds)
-                text = texts.take_until(lambda words: words * 60 / rate >= target)
+                text = pool_texts.take_until(lambda words: words * 60 / rate >= target)
             utterances.append(SynthUtterance(
                 split=split, index=i, utt_id=f"{speaker.id}-{chapter}-{number:04d}",
                 chapter=chapter, text=text, speaker=speaker, rate=rate, seed=seed,
-                split_index=split_index, snr_db=spec.snr_db,
+                split_index=split_index, **_utterance_condition(cond, spec, rate, [seed, 7008, split_index, i]),
             ))
         plan[split] = utterances
     return plan
 
 
-class _SentencePool:
-    """Consecutive sentences of :func:`generate_sentences` for ``seed``, handed out in order
-    (the list is a prefix of any longer one, so it grows by regenerating)."""
+def held_out_words(seed: int, share: float) -> set[str]:
+    """Every form of ``share`` of the :func:`~asr_zoo.data.sentences.word_families` (at least one
+    family when ``share`` > 0), drawn with ``seed``: the words a hard corpus never says in train or dev."""
+    if share <= 0:
+        return set()
+    families = word_families()
+    rng = np.random.default_rng([seed, 7007])
+    chosen = rng.choice(len(families), size=max(1, round(share * len(families))), replace=False)
+    return {word for k in chosen for word in families[k]}
 
-    def __init__(self, seed: int, size: int):
-        self.seed, self.sentences, self.next = seed, generate_sentences(size, seed), 0
+
+def _utterance_condition(cond: Condition, spec: SplitSpec, rate: int, rng_key: list[int]) -> dict:
+    """An utterance's share of ``cond``: its noise range, second-half rate and reverberation
+    (nothing but the split's noise range for ``clean``, so its plan is unchanged)."""
+    if cond.name == "clean":
+        return {"snr_db": spec.snr_db}
+    rng = np.random.default_rng(rng_key)
+    second = int(np.clip(rate * rng.uniform(*cond.rate_change), 80, 400)) if rng.random() < cond.rate_change_share else 0
+    rt60 = float(rng.uniform(*cond.rt60)) if rng.random() < cond.reverb_share else 0.0
+    snr = spec.snr_db
+    if cond.snr_levels_db:
+        level = float(cond.snr_levels_db[int(rng.integers(len(cond.snr_levels_db)))])
+        snr = (level - 2.5, level + 2.5)
+    return {"snr_db": snr, "second_rate": second, "rt60": rt60}
+
+
+class _SentencePool:
+    """Consecutive sentences of :func:`generate_sentences` for ``seed`` that ``accept`` (all when
+    None), handed out in order (the list is a prefix of any longer one, so it grows by regenerating)."""
+
+    def __init__(self, seed: int, size: int, accept=None):
+        self.seed, self.sentences, self.next, self.accept = seed, generate_sentences(size, seed), 0, accept
 
     def _sentence(self) -> str:
-        if self.next == len(self.sentences):
-            self.sentences = generate_sentences(2 * len(self.sentences), self.seed)
-        self.next += 1
-        return self.sentences[self.next - 1]
+        while True:
+            if self.next == len(self.sentences):
+                self.sentences = generate_sentences(2 * len(self.sentences), self.seed)
+            self.next += 1
+            if self.accept is None or self.accept(self.sentences[self.next - 1]):
+                return self.sentences[self.next - 1]
 
     def take(self, n: int) -> str:
         return " ".join(self._sentence() for _ in range(n))
@@ -259,15 +338,20 @@ def render_utterance(utt: SynthUtterance) -> np.ndarray:
         espeak.EspeakError: espeak-ng could not speak the text.
     """
     speaker = utt.speaker
-    speech = espeak.synthesize(
-        utt.text.lower(), speaker.voice, utt.rate, speaker.pitch, speaker.pitch_range
-    ).astype(np.float64)
-    rate_in = espeak.sample_rate()
-    g = math.gcd(SAMPLE_RATE, rate_in)
-    speech = resample_poly(speech, SAMPLE_RATE // g, rate_in // g)
+    words = utt.text.lower().split()
+    half = len(words) // 2 if utt.second_rate and len(words) > 1 else len(words)
+    parts = [(words[:half], utt.rate), (words[half:], utt.second_rate)]
+    # A voice scaled by `scale` is played `scale` times faster: espeak speaks it that much slower.
+    speech = np.concatenate([espeak.synthesize(
+        " ".join(part), speaker.voice, int(np.clip(round(rate / speaker.scale), 80, 450)), speaker.pitch,
+        speaker.pitch_range).astype(np.float64) for part, rate in parts if part])
+    ratio = (Fraction(SAMPLE_RATE, espeak.sample_rate()) / Fraction(speaker.scale)).limit_denominator(1000)
+    speech = resample_poly(speech, ratio.numerator, ratio.denominator)
     rng = np.random.default_rng([utt.seed, 7004, utt.split_index, utt.index])
     lead, trail = (int(rng.uniform(*_PAD_SECONDS) * SAMPLE_RATE) for _ in range(2))
     audio = np.concatenate([np.zeros(lead), speech, np.zeros(trail)])
+    if utt.rt60 > 0:
+        audio = fftconvolve(audio, room_response(utt.rt60, [utt.seed, 7009, utt.split_index, utt.index]))[: len(audio)]
     # Coloured noise: white noise through a one-pole low-pass (pole 0 = white, 0.95 = dark).
     noise = lfilter([1.0], [1.0, -rng.uniform(0.0, 0.95)], rng.standard_normal(audio.shape[0]))
     snr_db = rng.uniform(*utt.snr_db)
@@ -276,6 +360,22 @@ def render_utterance(utt: SynthUtterance) -> np.ndarray:
     audio += noise
     audio *= _PEAK / np.max(np.abs(audio))
     return np.round(audio * 32767).astype(np.int16)
+
+
+def room_response(rt60: float, rng_key: list[int]) -> np.ndarray:
+    """A synthetic room impulse response: a direct path, then Gaussian noise decaying by 60 dB
+    over ``rt60`` seconds from 2.5 ms on, at a direct-to-reverberant ratio of 0-10 dB; unit energy.
+
+    Returns:
+        rir (ndarray): shape `(round(rt60 * 16000),)`, float64.
+    """
+    rng = np.random.default_rng(rng_key)
+    n = max(2, round(rt60 * SAMPLE_RATE))
+    t = np.arange(n) / SAMPLE_RATE
+    tail = rng.standard_normal(n) * np.exp(-3 * math.log(10) * t / rt60) * (t >= 0.0025)
+    tail *= math.sqrt(10 ** (-rng.uniform(0.0, 10.0) / 10) / max(np.sum(tail**2), 1e-12))
+    tail[0] = 1.0
+    return tail / math.sqrt(np.sum(tail**2))
 
 
 def _render_to_file(job: tuple[SynthUtterance, str]) -> tuple[str, Optional[int], Optional[str]]:
@@ -365,6 +465,7 @@ def prepare_synth(
     progress: bool = True,
     seconds: Optional[tuple[float, float]] = None,
     layout: str = "synth",
+    condition: str = "clean",
 ) -> dict:
     """Render the synthetic corpus into ``<out_dir>/LibriSpeech`` (see the module docstring).
 
@@ -379,6 +480,8 @@ def prepare_synth(
             sentences each (see :func:`plan_synth`); e.g. ``(15, 35)`` as in LibriSpeech.
         layout (str): ``synth`` (train / dev / test) or ``librispeech`` (train-clean-100,
             dev-clean, dev-other, test-clean, test-other; see the module docstring).
+        condition (str): ``clean`` (the default corpus) or ``hard`` (:data:`CONDITIONS`, the
+            module docstring).
 
     Returns:
         summary (dict): the content of ``synth_info.json``: the configuration and, per split,
@@ -394,6 +497,8 @@ def prepare_synth(
     """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown synthetic corpus layout {layout!r}; valid: {', '.join(LAYOUTS)}")
+    if condition not in CONDITIONS:
+        raise ValueError(f"unknown synthetic corpus condition {condition!r}; valid: {', '.join(CONDITIONS)}")
     out_dir = Path(out_dir)
     root = out_dir / "LibriSpeech"
     root.mkdir(parents=True, exist_ok=True)
@@ -408,6 +513,8 @@ def prepare_synth(
         config["seconds"] = [float(seconds[0]), float(seconds[1])]
     if layout != "synth":  # likewise
         config["layout"] = layout
+    if condition != "clean":  # likewise
+        config["condition"] = condition
     info_path = out_dir / "synth_info.json"
     remove_stale_temps(out_dir, info_path.name)  # left by a run killed while writing it
     if info_path.exists():
@@ -418,7 +525,7 @@ def prepare_synth(
                 "use another directory or delete it")
     else:
         atomic_write_text(info_path, json.dumps({"config": config, "complete": False}, indent=1))
-    plan = plan_synth(num_train, num_dev, num_test, seed, seconds, layout)
+    plan = plan_synth(num_train, num_dev, num_test, seed, seconds, layout, condition)
     splits, rendered = {}, {}
     todo = [s for s in plan if not (root / s / ".done").exists()]
     pool = None
