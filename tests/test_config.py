@@ -80,6 +80,27 @@ def test_preset_bundles_choices_and_values_and_the_command_line_wins(tmp_path):
     assert cfg.encoder.block == "transformer" and cfg.optim.lr == 0.25 and cfg.trainer.max_steps == 9
 
 
+def test_a_preset_can_start_from_another(tmp_path):
+    import shutil
+
+    from asr_zoo.config import conf_dir
+
+    shutil.copytree(conf_dir(), tmp_path, dirs_exist_ok=True)
+    (tmp_path / "preset" / "base.yaml").write_text("encoder: conformer\noptim.lr: 0.5\noptim.warmup_steps: 7\n")
+    (tmp_path / "preset" / "child.yaml").write_text("preset: base\ntrainer: demo\noptim.lr: 0.25\n")
+    cfg = compose(["preset=child"], root=tmp_path)
+    assert cfg.encoder.block == "conformer" and cfg.trainer.name == "demo"
+    assert cfg.optim.lr == 0.25 and cfg.optim.warmup_steps == 7  # the child's value wins, the base fills in
+    assert compose(["preset=child", "optim.warmup_steps=3"], root=tmp_path).optim.warmup_steps == 3
+    (tmp_path / "preset" / "base.yaml").write_text("preset: child\n")
+    with pytest.raises(ConfigError, match="cycle: child -> base -> child"):
+        compose(["preset=child"], root=tmp_path)
+    # the shipped demo preset is the small-corpus preset on the CPU demo trainer
+    demo, small = compose(["preset=demo"]), compose(["preset=small_corpus"])
+    assert demo.trainer.name == "demo" and {k: demo[k] for k in ("data", "encoder", "optim")} == {
+        k: small[k] for k in ("data", "encoder", "optim")}
+
+
 def test_preset_errors_name_the_preset_and_the_choices(tmp_path):
     with pytest.raises(ConfigError, match="unknown choice preset='nope'; valid choices: .*demo"):
         compose(["preset=nope"])

@@ -187,18 +187,24 @@ def compose(overrides: list[str] | tuple[str, ...] = (), root: Path | None = Non
     return cfg
 
 
-def _load_preset(root: Path, name: str) -> tuple[dict[str, str], list[tuple[str, Any, str]]]:
+def _load_preset(root: Path, name: str, seen: tuple[str, ...] = ()) -> tuple[dict[str, str], list[tuple[str, Any, str]]]:
     """``conf/preset/<name>.yaml`` as (group choices, [(dotted key, value, where)]).
 
     A top-level key naming a group with a string value picks that group's choice
     (``encoder: conformer``); anything else is a value, nested or dotted (``data: {tokenizer: {type:
     char}}`` or ``data.tokenizer.type: char``), checked against the schemas when merged.
+    ``preset: OTHER`` starts from another preset, which this file's choices and values override.
     """
     path = root / PRESET / f"{name}.yaml"
     if not path.exists():
         raise ConfigError(f"unknown choice {PRESET}={name!r}; valid choices: {', '.join(group_choices(PRESET, root))}")
+    if name in seen:
+        raise ConfigError(f"{path}: presets include each other in a cycle: {' -> '.join((*seen, name))}")
     choices, values = {}, []
-    for key, value in OmegaConf.to_container(_load_yaml(path), resolve=True).items():
+    content = OmegaConf.to_container(_load_yaml(path), resolve=True)
+    if PRESET in content:
+        choices, values = _load_preset(root, str(content.pop(PRESET)), (*seen, name))
+    for key, value in content.items():
         if key in GROUPS and isinstance(value, str):
             choices[key] = value
         else:
