@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# The seeded comparison of docs/results.md: CTC and seq2seq x 3 seeds at `make demo`'s budget through
-# `asr-zoo sweep` (conf/sweeps/objectives_x_seeds.yaml), then Imputer-DP from each seed's CTC
-# expert, every run evaluated on test, and the table with paired-bootstrap intervals against CTC.
+# The seeded comparison of docs/results.md: CTC, seq2seq and RNN-T (full and pruned loss) x 3 seeds at
+# `make demo`'s budget through `asr-zoo sweep` (conf/sweeps/objectives_x_seeds.yaml,
+# conf/sweeps/rnnt_loss_x_seeds.yaml), then Imputer-DP from each seed's CTC expert (and, for
+# POLICY_SEEDS, Imputer-DP with the bernoulli and uniform masking policies and Imputer-IM), every
+# run evaluated on test, and the table with paired-bootstrap intervals against CTC.
 #
 #   recipes/synth/seeds.sh [--stage N] [--stop-stage M]
 #
 # Environment: ASR_ZOO (the CLI, default: asr-zoo), DATA (default data/synth), RUNS (default
 # runs/sweep-demo, as in the sweep YAML), SEEDS (default "0 1 2"), WORKERS (default 2),
-# DP_STEPS (Imputer-DP steps after its expert, default 750, as `make demo`).
+# DP_STEPS (Imputer-DP steps after its expert, default 750, as `make demo`), POLICY_SEEDS (default
+# "0"; empty: none), RNNT (default 1; 0 skips the RNN-T sweep).
 # Every stage is resumable: rerun the same command.
 set -euo pipefail
 source "$(dirname "$0")/../stages.sh"
@@ -18,6 +21,8 @@ RUNS=${RUNS:-runs/sweep-demo}
 SEEDS=${SEEDS:-0 1 2}
 WORKERS=${WORKERS:-2}
 DP_STEPS=${DP_STEPS:-750}
+POLICY_SEEDS=${POLICY_SEEDS-0}
+RNNT=${RNNT:-1}
 log() { echo "$(date '+%H:%M:%S') [recipe-synth-seeds] $*"; }
 
 if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
@@ -27,6 +32,10 @@ fi
 if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
   log "stage 1: sweep CTC, seq2seq x seeds ($WORKERS workers, 1 thread each)"
   $ASR_ZOO sweep conf/sweeps/objectives_x_seeds.yaml --workers "$WORKERS" --threads 1
+  if [ "$RNNT" = 1 ]; then
+    log "stage 1: sweep RNN-T full / pruned loss x seeds"
+    $ASR_ZOO sweep conf/sweeps/rnnt_loss_x_seeds.yaml --workers "$WORKERS" --threads 1
+  fi
 fi
 if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
   for seed in $SEEDS; do
@@ -38,6 +47,17 @@ if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
     [ "$(jobs -rp | wc -l)" -lt "$WORKERS" ] || wait -n
   done
   wait
+  imputer() {  # imputer() NAME SEED OVERRIDES...: DP_STEPS steps from the seed's CTC expert
+    local name=$1 seed=$2; shift 2
+    OMP_NUM_THREADS=1 $ASR_ZOO train preset=demo data=synth data.root="$DATA" trainer.num_threads=1 \
+      trainer.max_steps="$DP_STEPS" seed="$seed" objective.expert="$RUNS/ctc-s{seed}" run_dir="$RUNS/$name-s$seed" "$@"
+  }
+  for seed in $POLICY_SEEDS; do
+    log "stage 2: Imputer-DP masking policies and Imputer-IM from the seed-$seed CTC expert"
+    imputer imputer_dp_bernoulli "$seed" objective=imputer_dp objective.masking=bernoulli
+    imputer imputer_dp_uniform "$seed" objective=imputer_dp objective.masking=uniform
+    imputer imputer_im "$seed" objective=imputer_im
+  done
 fi
 if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
   for run in "$RUNS"/*-s*; do
