@@ -219,6 +219,8 @@ def _check_values(cfg: DictConfig) -> None:
     for group, schema_of in GROUPS.items():
         _check_schema(cfg[group], schema_of(cfg[group].name), f"{group}.")
     e, a = cfg.encoder, cfg.attention
+    if e.time_subsampling not in (2, 4):
+        raise ConfigError(f"invalid value encoder.time_subsampling={e.time_subsampling}; valid choices: 2, 4")
     if e.d_model % e.num_heads:
         raise ConfigError(f"encoder.d_model={e.d_model} must be divisible by encoder.num_heads={e.num_heads}")
     if e.block == "conformer" and not e.pre_ln:

@@ -28,7 +28,7 @@ class Encoder(nn.Module):
         super().__init__()
         D = cfg.d_model
         self.d_model = D
-        self.frontend = ConvFrontend(in_dim, D, cfg.frontend_channels, cfg.frontend)
+        self.frontend = ConvFrontend(in_dim, D, cfg.frontend_channels, cfg.frontend, cfg.get("time_subsampling", 4))
         self.pos = SinusoidalPositionalEncoding(D, cfg.dropout, cfg.scale_input)
 
         def block():
@@ -40,10 +40,9 @@ class Encoder(nn.Module):
         self.blocks = nn.ModuleList(block() for _ in range(cfg.num_layers))
         self.final_norm = nn.LayerNorm(D) if cfg.pre_ln and cfg.block == "transformer" else nn.Identity()
 
-    @staticmethod
-    def output_lengths(lengths):
+    def output_lengths(self, lengths):
         """Encoder frames for input frames (works on ints and tensors)."""
-        return subsampled_lengths(lengths)
+        return subsampled_lengths(lengths, self.frontend.time_layers)
 
     def forward(self, feats: Tensor, lengths: Tensor, extra: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 
 import torch
 from torch import nn
@@ -14,13 +15,18 @@ from ..schemas import CTCConfig
 from .base import ASRModule
 from .registry import OBJECTIVES
 
-__all__ = [ "CTCModule", "ctc_length_filter"]
+__all__ = ["CTCModule", "ctc_length_filter", "ctc_length_filter_for"]
 
 
-def ctc_length_filter(num_frames: int, ids: list[int]):
-    have = int(subsampled_lengths(num_frames))
+def ctc_length_filter(num_frames: int, ids: list[int], time_layers: int = 2):
+    have = int(subsampled_lengths(num_frames, time_layers))
     need = int(ctc_min_frames(torch.tensor([ids]), torch.tensor([len(ids)]))[0])
     return None if have >= need else f"too short for CTC: {have} encoder frames < {need} needed by its labels"
+
+
+def ctc_length_filter_for(cfg):
+    """:func:`ctc_length_filter` at ``cfg``'s encoder frame rate (``encoder.time_subsampling``)."""
+    return functools.partial(ctc_length_filter, time_layers=2 if cfg.encoder.get("time_subsampling", 4) == 4 else 1)
 
 
 @OBJECTIVES.register("ctc", config=CTCConfig)
@@ -31,7 +37,7 @@ class CTCModule(ASRModule):
 
     @classmethod
     def utterance_filter(cls, cfg):
-        return ctc_length_filter
+        return ctc_length_filter_for(cfg)
 
     def log_probs(self, batch):
         """Per-frame log-probabilities `(B, T', V)` and lengths `(B,)`."""

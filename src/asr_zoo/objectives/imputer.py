@@ -30,7 +30,7 @@ from ..utils import read_json, safe_torch_load
 from ..tensors import lengths_to_valid_mask
 from ..schemas import ImputerConfig
 from .base import ASRModule
-from .ctc import ctc_length_filter
+from .ctc import ctc_length_filter_for
 from .registry import OBJECTIVES
 
 __all__ = [ "ImputerModule"]
@@ -46,7 +46,7 @@ class ImputerModule(ASRModule):
 
     @classmethod
     def utterance_filter(cls, cfg):
-        return ctc_length_filter
+        return ctc_length_filter_for(cfg)
 
     @classmethod
     def check_training_config(cls, cfg) -> None:

@@ -31,7 +31,7 @@ from ..losses.rnnt_pruned import gather_pruned, prune_ranges, pruned_loss_scales
 from ..nn.transducer import Joiner, build_predictor
 from ..schemas import RNNTConfig
 from .base import ASRModule
-from .ctc import ctc_length_filter
+from .ctc import ctc_length_filter_for
 from .registry import OBJECTIVES
 
 __all__ = [ "RNNTModule"]
@@ -56,7 +56,7 @@ class RNNTModule(ASRModule):
 
     @classmethod
     def utterance_filter(cls, cfg):
-        return ctc_length_filter if cfg.objective.ctc_weight > 0 else None
+        return ctc_length_filter_for(cfg) if cfg.objective.ctc_weight > 0 else None
 
     def compute_loss(self, batch: dict) -> tuple[Tensor, dict[str, Tensor]]:
         o = self.cfg.objective

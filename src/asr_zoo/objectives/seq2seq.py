@@ -35,7 +35,7 @@ from ..nn.decoder import TransformerDecoder
 from ..tensors import lengths_to_valid_mask
 from ..schemas import Seq2SeqConfig
 from .base import ASRModule
-from .ctc import ctc_length_filter
+from .ctc import ctc_length_filter_for
 from .registry import OBJECTIVES
 
 __all__ = [ "Seq2SeqModule", "label_smoothed_cross_entropy", "teacher_forcing_io"]
@@ -102,7 +102,7 @@ class Seq2SeqModule(ASRModule):
 
     @classmethod
     def utterance_filter(cls, cfg):
-        return ctc_length_filter if cfg.objective.ctc_weight > 0 else None
+        return ctc_length_filter_for(cfg) if cfg.objective.ctc_weight > 0 else None
 
     def compute_loss(self, batch):
         o = self.cfg.objective
