@@ -69,3 +69,23 @@ def test_online_means_online(monkeypatch, tmp_path):
     main(["compare", str(tmp_path)])  # any command: the CLI must not default WANDB_MODE to offline
     assert "WANDB_MODE" not in os.environ
     assert wandb_mode("online", os.environ) == "online"
+
+
+def test_a_run_saved_before_a_key_existed_groups_with_one_that_has_it_at_its_default(tmp_path):
+    """Configs are compared with every schema key filled in: a run whose config.yaml predates
+    ``encoder.time_subsampling`` is the same configuration as one saved with it at 4."""
+    from omegaconf import OmegaConf
+
+    from asr_zoo.config import compose
+    from asr_zoo.report.table import collect_rows, group_rows
+
+    errors = [1, 0, 0, 2] * 10
+    runs = [_fake_run(tmp_path, f"ctc-s{seed}", "ctc", seed, 0.002, errors, 5.0) for seed in (0, 1, 2)]
+    for seed, run in enumerate(runs):
+        saved = OmegaConf.to_container(compose(["objective=ctc", f"seed={seed}", f"run_dir={run}",
+                                                *(["encoder.time_subsampling=2"] if seed == 2 else [])]))
+        if seed == 0:
+            del saved["encoder"]["time_subsampling"]  # written before the key existed
+        (run / "config.yaml").write_text(yaml.safe_dump(saved))
+    groups = {g["label"]: g["n"] for g in group_rows(collect_rows(runs, "test"))}
+    assert groups == {"ctc/softmax [encoder.time_subsampling=4]": 2, "ctc/softmax [encoder.time_subsampling=2]": 1}

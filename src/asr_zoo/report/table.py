@@ -50,7 +50,7 @@ def collect_rows(run_dirs: list[Path], split: str | None = None) -> list[dict]:
         summary = read_json(run / "train_summary.json") if (run / "train_summary.json").exists() else {}
         raw = yaml.safe_load((run / "config.yaml").read_text()) or {}
         wanted = split_names(OmegaConf.create(raw["data"]), split) if split else None  # roles: train/dev/test
-        cfg = flatten(raw)
+        cfg = _config_with_defaults(run, raw)
         seed = cfg.pop("seed", None)
         cfg = {k: v for k, v in cfg.items() if not k.startswith(RESULT_NEUTRAL_KEYS) and k != "data.root"}
         if cfg.get("objective.expert"):  # the expert by its configuration, not its path: the runs of
@@ -67,6 +67,21 @@ def collect_rows(run_dirs: list[Path], split: str | None = None) -> list[dict]:
                          "time_per_epoch_s": summary.get("time_per_epoch_s", ""),
                          "train_time_s": _chain_train_time(run, summary, raw)})
     return rows
+
+
+def _config_with_defaults(run: Path, raw: dict) -> dict:
+    """The run's flattened config with every key its schemas know, so that a run saved before a
+    key existed compares equal to one saved with that key at its default; the saved keys as they
+    are when the config no longer validates."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from ..config import ConfigError, flatten, load_config
+
+    try:
+        return flatten(OmegaConf.to_container(load_config(run / "config.yaml"), resolve=False))
+    except (ConfigError, OmegaConfBaseException, KeyError):  # not a complete config of this version
+        return flatten(raw)
 
 
 def _find_expert(run: Path, raw: dict) -> Path | None:
@@ -96,7 +111,7 @@ def _expert_key(run: Path, raw: dict) -> str:
     found = _find_expert(run, raw)
     if found is None:
         return str(raw["objective"]["expert"])
-    cfg = flatten(yaml.safe_load((found / "config.yaml").read_text()) or {})
+    cfg = _config_with_defaults(found, yaml.safe_load((found / "config.yaml").read_text()) or {})
     cfg = {k: v for k, v in cfg.items() if k != "seed" and k != "data.root" and not k.startswith(RESULT_NEUTRAL_KEYS)}
     if cfg.get("objective.expert"):
         cfg["objective.expert"] = _expert_key(found, yaml.safe_load((found / "config.yaml").read_text()))
