@@ -10,7 +10,7 @@ import torch
 
 from asr_zoo.decoding.ctc import collapse_ctc
 from asr_zoo.decoding.imputer import DECODING_STRATEGIES, imputer_decode
-from test_imputer_decoding import RecordingModel
+from test_imputer_decoding import RecordingModel, assert_commits_in_confidence_order
 
 MASK, BLANK = 9, 0
 LENGTHS = torch.tensor([24, 21, 5, 1, 0])
@@ -56,12 +56,7 @@ def test_commit_order_follows_penalised_confidence():
     penalty = 0.7
     model = blank_heavy_model(2)
     imputer_decode(model, LENGTHS, 8, "default", mask_id=MASK, blank_penalty=penalty)
-    step, conf = model.commit_step(), _penalised(model.log_probs, penalty).max(-1).values
-    for b, n in enumerate(LENGTHS.tolist()):
-        for start in range(0, n, 8):
-            stop = min(start + 8, n)
-            by_conf = conf[b, start:stop].argsort(descending=True)
-            assert step[b, start:stop][by_conf].tolist() == list(range(stop - start))
+    assert_commits_in_confidence_order(model.commit_step(), _penalised(model.log_probs, penalty).max(-1).values, LENGTHS)
 
 
 def test_split_token_mass_is_dropped_without_a_penalty_and_kept_with_one():

@@ -70,15 +70,19 @@ def test_block_strategies_commit_one_slot_per_block_per_step(block_size):
                     assert sorted(block) == list(range(len(block)))
 
 
+def assert_commits_in_confidence_order(step, conf, lengths, block: int = 8) -> None:
+    """Within every block, the slots were committed at steps 0, 1, ... in decreasing ``conf``."""
+    for b, n in enumerate(lengths.tolist()):
+        for start in range(0, n, block):
+            stop = min(start + block, n)
+            by_conf = conf[b, start:stop].argsort(descending=True)
+            assert step[b, start:stop][by_conf].tolist() == list(range(stop - start))
+
+
 def test_default_commits_in_confidence_order():
     model = RecordingModel(len(LENGTHS), 24, seed=1)
     imputer_decode(model, LENGTHS, 8, "default", mask_id=MASK)
-    step, conf = model.commit_step(), model.log_probs.max(-1).values
-    for b, n in enumerate(LENGTHS.tolist()):
-        for start in range(0, n, 8):
-            stop = min(start + 8, n)
-            by_conf = conf[b, start:stop].argsort(descending=True)
-            assert step[b, start:stop][by_conf].tolist() == list(range(stop - start))
+    assert_commits_in_confidence_order(model.commit_step(), model.log_probs.max(-1).values, LENGTHS)
 
 
 def test_alternate_subblock_parity():
