@@ -219,8 +219,6 @@ def _check_values(cfg: DictConfig) -> None:
     for group, schema_of in GROUPS.items():
         _check_schema(cfg[group], schema_of(cfg[group].name), f"{group}.")
     e, a = cfg.encoder, cfg.attention
-    if e.time_subsampling not in (2, 4):
-        raise ConfigError(f"invalid value encoder.time_subsampling={e.time_subsampling}; valid choices: 2, 4")
     if e.d_model % e.num_heads:
         raise ConfigError(f"encoder.d_model={e.d_model} must be divisible by encoder.num_heads={e.num_heads}")
     if e.block == "conformer" and not e.pre_ln:
@@ -236,7 +234,7 @@ def _check_schema(node: DictConfig, schema, prefix: str) -> None:
             continue
         value, key = node[f.name], prefix + f.name
         if "choices" in f.metadata and value not in f.metadata["choices"]:
-            raise ConfigError(f"invalid value {key}={value!r}; valid choices: {', '.join(f.metadata['choices'])}")
+            raise ConfigError(f"invalid value {key}={value!r}; valid choices: {', '.join(map(str, f.metadata['choices']))}")
         if "range" in f.metadata and value is not None:  # None: an optional number left unset
             low, high, high_open = f.metadata["range"]
             if (low is not None and value < low) or (high is not None and (value >= high if high_open else value > high)):

@@ -19,9 +19,9 @@ __all__ = [
 ]
 
 
-def choice(default: str, *others: str):
-    """A string field that must be one of ``default, *others``: declared once, next to the
-    field, and checked whenever a config is composed (before any data is touched)."""
+def choice(default, *others):
+    """A field (string or number) that must be one of ``default, *others``: declared once, next
+    to the field, and checked whenever a config is composed (before any data is touched)."""
     return field(default=default, metadata={"choices": (default, *others)})
 
 
@@ -79,7 +79,7 @@ class EncoderConfig:
     block: str = choice("transformer", "conformer")  # block type
     frontend: str = choice("conv2d", "imputer_conv")  # 2 x 3x3 conv, stride 2 | 2 x 11x3 conv, stride 2x1
     frontend_channels: int = 64  # channels of the conv front-end
-    time_subsampling: int = 4  # 4 (40 ms encoder frames) | 2 (20 ms: dense labels, e.g. characters, under CTC)
+    time_subsampling: int = choice(4, 2)  # 4 (40 ms encoder frames) | 2 (20 ms: dense labels, e.g. characters, under CTC)
     d_model: int = 144
     num_layers: int = 4
     num_heads: int = 4

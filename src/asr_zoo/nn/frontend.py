@@ -10,7 +10,14 @@ from torch import Tensor, nn
 
 from ..tensors import lengths_to_valid_mask
 
-__all__ = ["ConvFrontend", "subsampled_lengths"]
+__all__ = ["ConvFrontend", "subsampled_lengths", "time_stride_layers"]
+
+
+def time_stride_layers(time_subsampling: int) -> int:
+    """Stride-2 convolutions in time of a front-end subsampling time by ``time_subsampling`` (2 or 4)."""
+    if time_subsampling not in (2, 4):
+        raise ValueError(f"time_subsampling={time_subsampling}; valid choices: 2, 4")
+    return 2 if time_subsampling == 4 else 1
 
 
 def subsampled_lengths(lengths: Tensor | int, num_layers: int = 2):
@@ -38,9 +45,7 @@ class ConvFrontend(nn.Module):
 
     def __init__(self, in_dim: int, d_model: int, channels: int = 64, kind: str = "conv2d", time_subsampling: int = 4):
         super().__init__()
-        if time_subsampling not in (2, 4):
-            raise ValueError(f"time_subsampling={time_subsampling}; valid choices: 2, 4")
-        self.time_layers = 2 if time_subsampling == 4 else 1  # stride-2 convolutions in time
+        self.time_layers = time_stride_layers(time_subsampling)
         if kind == "conv2d":
             k, s, p = (3, 3), (2, 2), (1, 1)
             out_f = subsampled_lengths(in_dim)

@@ -10,7 +10,7 @@ from torch import nn
 from ..data.tokenizer import BLANK_ID
 from ..decoding.ctc import ctc_greedy_decode, ctc_prefix_beam_search
 from ..losses.ctc import ctc_min_frames, ctc_nll
-from ..nn.frontend import subsampled_lengths
+from ..nn.frontend import subsampled_lengths, time_stride_layers
 from ..schemas import CTCConfig
 from .base import ASRModule
 from .registry import OBJECTIVES
@@ -26,7 +26,7 @@ def ctc_length_filter(num_frames: int, ids: list[int], time_layers: int = 2):
 
 def ctc_length_filter_for(cfg):
     """:func:`ctc_length_filter` at ``cfg``'s encoder frame rate (``encoder.time_subsampling``)."""
-    return functools.partial(ctc_length_filter, time_layers=2 if cfg.encoder.get("time_subsampling", 4) == 4 else 1)
+    return functools.partial(ctc_length_filter, time_layers=time_stride_layers(cfg.encoder.get("time_subsampling", 4)))
 
 
 @OBJECTIVES.register("ctc", config=CTCConfig)
