@@ -69,12 +69,17 @@ ASR_ZOO ?= $(BIN)/asr-zoo
 RECIPE_DEPS ?= venv
 OBJECTIVES ?= ctc rnnt seq2seq
 ATTENTIONS ?= softmax
-.PHONY: recipe-synth-imputer recipe-synth-matrix recipe-librispeech-imputer
+.PHONY: recipe-synth-imputer recipe-synth-matrix recipe-synth-attention-long recipe-librispeech-imputer
 recipe-synth-imputer: $(RECIPE_DEPS)
 	ASR_ZOO="$(ASR_ZOO)" DATA=$(DATA) EXPERT=$(DEMO_RUN) bash recipes/synth/run.sh
 
 recipe-synth-matrix: $(RECIPE_DEPS)
 	ASR_ZOO="$(ASR_ZOO)" DATA=$(DATA) OBJECTIVES="$(OBJECTIVES)" ATTENTIONS="$(ATTENTIONS)" bash recipes/synth/matrix.sh
+
+# The five attention types x 3 seeds with CTC on 13-35 s utterances, plus the evaluation-time swap
+# (about 1.5 h on 2 cores; docs/results.md, "Attention types on long utterances").
+recipe-synth-attention-long: $(RECIPE_DEPS)
+	ASR_ZOO="$(ASR_ZOO)" bash recipes/synth/attention_long.sh
 
 # TRAINER (gpu | ddp | ddp_cpu), TRAIN_ARGS, EXPERT_ARGS, IMPUTER_ARGS, EVAL_SPLITS, RUNS given to make reach
 # recipes/librispeech/run.sh (command-line variables are exported); its header has a CPU example.

@@ -89,3 +89,35 @@ def test_a_run_saved_before_a_key_existed_groups_with_one_that_has_it_at_its_def
         (run / "config.yaml").write_text(yaml.safe_dump(saved))
     groups = {g["label"]: g["n"] for g in group_rows(collect_rows(runs, "test"))}
     assert groups == {"ctc/softmax [encoder.time_subsampling=4]": 2, "ctc/softmax [encoder.time_subsampling=2]": 1}
+
+
+def _swap_results(run, tag, errors, words=10):
+    """Add an evaluation-time override's results (``results/<tag>.json``) to a fake run."""
+    plain = json.loads((run / "results" / "test.json").read_text())
+    wer = 100 * sum(errors) / (words * len(errors))
+    (run / "results" / f"{tag}.json").write_text(json.dumps({**plain, "wer": wer, "attention": "linear"}))
+    (run / "results" / f"{tag}.utt_errors.tsv").write_text(
+        "utt_id\tword_errors\tref_words\n" + "".join(f"u{i}\t{e}\t{words}\n" for i, e in enumerate(errors)))
+
+
+def test_an_evaluation_time_swap_is_compared_with_the_models_own_decoding(tmp_path):
+    """thesis Table 5.2: `eval RUN attention=linear` against the same runs decoded as trained, paired per
+    utterance; another configuration's swap is compared with the baseline's plain decoding (the baseline,
+    a label, has no swap of its own here)."""
+    n = 120
+    good = [1 if i % 4 == 0 else 0 for i in range(n)]                 # WER 2.5
+    worse = [e + (i % 3 == 0) for i, e in enumerate(good)]             # WER 5.8
+    runs = [_fake_run(tmp_path, f"ctc-s{s}", "ctc", s, 0.002, good, 5.0) for s in (0, 1)]
+    for run in runs:
+        _swap_results(run, "test@attention=linear", worse)
+    other = _fake_run(tmp_path, "ctc-lr-s0", "ctc", 0, 0.001, good, 5.0)
+    _swap_results(other, "test@attention=linear", good)
+    out = tmp_path / "report"
+    assert main(["compare", *map(str, [*runs, other]), "--baseline", "ctc/softmax [optim.lr=0.002]",
+                 "--out", f"{out}/"]) == 0
+    table = (out / "table.md").read_text()
+    lines = {line.split(" | ")[0].strip("| "): line for line in table.splitlines() if line.startswith("| ctc")}
+    swapped = next(v for k, v in lines.items() if "0.002" in k and "attention=linear" in k)
+    assert "+3.33 *" in swapped and "| 2 |" in swapped          # the swap costs 3.3 points, seeds pooled
+    other_swap = next(v for k, v in lines.items() if "0.001" in k and "attention=linear" in k)
+    assert "+0.00" in other_swap                                   # against the baseline's plain decoding

@@ -1,12 +1,16 @@
 """Offline sweeps (Optuna in the sweep dir): a grid of 2 configs x 2 seeds makes 4 runs, a rerun
 none; a sweep killed mid-trial is completed by its rerun."""
 
+import itertools
 import json
 
+import pytest
 import yaml
+from omegaconf import OmegaConf
 
 from asr_zoo.cli import main
-from asr_zoo.sweep import trial_overrides
+from asr_zoo.config import compose, conf_dir
+from asr_zoo.sweep import load_sweep, search_space, trial_overrides
 from conftest import tiny_train_args
 from faults import cli_cmd, default_env, kill_and_rerun
 
@@ -107,3 +111,22 @@ def test_sigterm_to_the_sweep_stops_its_trainers(tiny_corpus, tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
         for pid in trainers():
             os.kill(pid, signal.SIGKILL)
+
+
+def _grid_points(space: dict):
+    """Every combination of the listed values; a distribution contributes its lower bound."""
+    names = list(space)
+    choices = [v if isinstance(v, list) else [v.low] for v in space.values()]
+    return [dict(zip(names, combo)) for combo in itertools.product(*choices)]
+
+
+@pytest.mark.parametrize("path", sorted((conf_dir() / "sweeps").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_sweep_point_composes(path):
+    """A bad key or choice in a shipped sweep fails here, not an hour into the sweep."""
+    spec = load_sweep(path)
+    points = _grid_points(search_space(spec["parameters"]))
+    assert points
+    for params in points:
+        cfg = compose(trial_overrides(spec["command"], params, threads=1))
+        for key, value in params.items():
+            assert OmegaConf.select(cfg, key) == value or cfg[key].name == value, (path.name, key, value)

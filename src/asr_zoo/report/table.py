@@ -188,24 +188,35 @@ def _find_baseline(groups: list[dict], baseline: str) -> list[dict]:
 
 
 def add_significance(groups: list[dict], baseline: str, n_resamples: int = 2000) -> None:
-    """For each group with the baseline's split and tag: ``d_wer`` (points), ``ci95``, ``p`` and
-    ``significant``, paired per utterance (each side pooled over its seeds first)."""
+    """``d_wer`` (points), ``ci95``, ``p`` and ``significant`` for every group on a baseline's split,
+    paired per utterance (each side pooled over its seeds first).
+
+    Each group is compared with the baseline decoded the same way (same split and evaluation-time
+    overrides, e.g. ``test@attention=linear`` against the baseline's own ``test@attention=linear``)
+    when there is one, else with the baseline's plain decoding of that split: so ``--baseline
+    ctc/softmax`` measures what an evaluation-time swap (``asr-zoo eval RUN attention=linear``)
+    costs the model it was applied to."""
     from .significance import paired_difference, pool_seeds, utterance_errors
 
     def errors(g):
         return pool_seeds([utterance_errors(m["run_dir"], m["tag"]) for m in g["members"]])
 
-    for base in _find_baseline(groups, baseline):
-        base_err = errors(base)
+    bases = _find_baseline(groups, baseline)
+    for base in bases:
         base["d_wer"] = "baseline"
-        for g in groups:
-            if g is base or (g["split"], g["tag"][len(g["split"]):]) != (base["split"], base["tag"][len(base["split"]):]):
-                continue
-            d = paired_difference(errors(g), base_err, n_resamples=n_resamples)
-            g["significance"] = d
-            g["d_wer"] = f"{d['delta']:+.2f}{' *' if d['significant'] else ''}"
-            g["ci95"] = f"[{d['low']:+.2f}, {d['high']:+.2f}]"
-            g["p"] = d["p"]
+    for g in groups:
+        if any(g is b for b in bases):
+            continue
+        same_split = [b for b in bases if b["split"] == g["split"]]
+        same_tag = [b for b in same_split if b["tag"] == g["tag"]]
+        base = same_tag[0] if same_tag else next((b for b in same_split if b["tag"] == b["split"]), None)
+        if base is None:
+            continue
+        d = paired_difference(errors(g), errors(base), n_resamples=n_resamples)
+        g["significance"] = d
+        g["d_wer"] = f"{d['delta']:+.2f}{' *' if d['significant'] else ''}"
+        g["ci95"] = f"[{d['low']:+.2f}, {d['high']:+.2f}]"
+        g["p"] = d["p"]
 
 
 def _fmt(v) -> str:
