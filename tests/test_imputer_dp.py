@@ -32,8 +32,9 @@ def _all_alignments(num_frames: int, num_classes: int, target: tuple) -> tuple:
     )
 
 
-def _brute_dp(lp: torch.Tensor, target: tuple, observed: list[int]) -> torch.Tensor | None:
-    """-log Σ over compatible alignments of Π_t p(a_t); None when there is none.
+def _brute_dp(lp: torch.Tensor, target: tuple, observed: list[int], observed_weight: float = 1.0) -> torch.Tensor | None:
+    """-log Σ over compatible alignments of Π_t p(a_t)^(w at observed frames, 1 at masked ones);
+    None when there is none.
 
     lp: shape (T, C) for one utterance (its valid frames only).
     """
@@ -45,7 +46,8 @@ def _brute_dp(lp: torch.Tensor, target: tuple, observed: list[int]) -> torch.Ten
     if not compatible:
         return None
     paths = torch.tensor(compatible)  # (N, T)
-    scores = lp.gather(1, paths.T).sum(0)  # (N,)
+    weight = torch.tensor([observed_weight if o != MASKED else 1.0 for o in observed], dtype=lp.dtype)
+    scores = (lp.gather(1, paths.T) * weight[:, None]).sum(0)  # (N,)
     return -torch.logsumexp(scores, 0)
 
 
@@ -78,20 +80,20 @@ def _pad_batch(cases, num_classes, gen):
     return logits, targets, input_lengths, target_lengths, observed
 
 
-def _check_against_brute_force(cases, num_classes, seed):
+def _check_against_brute_force(cases, num_classes, seed, observed_weight=1.0):
     gen = torch.Generator().manual_seed(seed)
     logits, targets, input_lengths, target_lengths, observed = _pad_batch(cases, num_classes, gen)
     logits.requires_grad_(True)
     lp = logits.log_softmax(-1)
     loss, infeasible = imputer_dp_loss(
         lp, targets, input_lengths, target_lengths, observed, reduction="none",
-        return_infeasible=True,
+        return_infeasible=True, observed_weight=observed_weight,
     )
     loss.sum().backward()
     for i, (num_frames, _, target, obs) in enumerate(cases):
         ref_logits = logits.detach()[i].clone().requires_grad_(True)
         ref_lp = ref_logits.log_softmax(-1)[:num_frames]
-        ref = _brute_dp(ref_lp, tuple(target), obs)
+        ref = _brute_dp(ref_lp, tuple(target), obs, observed_weight)
         if ref is None:
             assert infeasible[i], (i, target, obs)
             assert loss[i] == 0
@@ -115,6 +117,18 @@ def test_random_masks_match_brute_force_values_and_gradients():
     all_cases = [c for cs in by_classes.values() for c in cs]
     feasible = [_brute_dp(torch.zeros(c[0], c[1]), tuple(c[2]), c[3]) is not None for c in all_cases]
     assert 30 < sum(feasible) < len(feasible) - 30
+
+
+@pytest.mark.parametrize("observed_weight", [0.0, 0.5])
+def test_observed_weight_matches_brute_force(observed_weight):
+    """w = 0: -log p(masked frames | ã, x) (the given tokens are not predicted); values and gradients."""
+    gen = torch.Generator().manual_seed(1)
+    by_classes: dict[int, list] = {}
+    for _ in range(80):
+        case = _random_case(gen)
+        by_classes.setdefault(case[1], []).append(case)
+    for num_classes, cases in by_classes.items():
+        _check_against_brute_force(cases, num_classes, seed=num_classes, observed_weight=observed_weight)
 
 
 @pytest.mark.parametrize(

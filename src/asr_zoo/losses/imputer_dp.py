@@ -96,6 +96,7 @@ def imputer_dp_loss(
     reduction: str = "mean",
     zero_infinity: bool = True,
     return_infeasible: bool = False,
+    observed_weight: float = 1.0,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Imputer-DP loss: -log of the total probability of the CTC alignments of ``targets``
     that agree with ``observed`` at every unmasked frame.
@@ -118,6 +119,10 @@ def imputer_dp_loss(
         zero_infinity (bool): give infeasible utterances zero loss and zero gradient. If
             False their loss is +inf, but their gradient is still zero (never NaN).
         return_infeasible (bool): also return the infeasibility mask.
+        observed_weight (float): w in ``ctc_loss(lp') + w Σ_{t observed} -lp[t, ã_t]``. 1 is Eq. 11,
+            -log p(a | ã, x), which also teaches the model to repeat the tokens it is given; 0 is
+            -log p(a at masked frames | ã, x), the masked frames only (decoding never re-predicts a
+            committed frame).
 
     Returns:
         Tensor: the loss (shape `(B,)` for ``reduction="none"``, else a scalar), and with
@@ -157,7 +162,7 @@ def imputer_dp_loss(
     infeasible = torch.where(num_observed > 0, ctc == 0, too_short)  # (B,)
 
     # ctc == ctc_loss(lp') - num_observed * _ONE_HOT_LOG; fold the correction in here.
-    observed_nll = torch.where(is_observed, _ONE_HOT_LOG - emitted, 0.0).sum(1)  # (B,)
+    observed_nll = torch.where(is_observed, _ONE_HOT_LOG - observed_weight * emitted, 0.0).sum(1)  # (B,)
     loss = ctc + observed_nll
     loss = torch.where(infeasible, 0.0 if zero_infinity else float("inf"), loss)
 

@@ -113,10 +113,12 @@ class ImputerModule(ASRModule):
         lp, lengths = self.frame_log_probs(batch, fill_masked(noisy, mask, self.mask_id))
         if o.name == "imputer_im" and self.training:
             nll = -lp.float().gather(-1, noisy[..., None]).squeeze(-1)  # (B, T')
-            return (nll * valid).sum() / B, {}
+            weight = torch.where(mask, 1.0, o.observed_loss_weight) * valid  # (B, T')
+            return (nll * weight).sum() / B, {}
         observed = fill_masked(noisy, mask, MASKED)
         loss, infeasible = imputer_dp_loss(lp.float(), batch["tokens"], lengths, batch["token_lens"], observed,
-                                           blank=BLANK_ID, reduction="sum", return_infeasible=True)
+                                           blank=BLANK_ID, reduction="sum", return_infeasible=True,
+                                           observed_weight=o.observed_loss_weight)
         return loss / B, {"infeasible": infeasible.float().sum()}
 
     def decode(self, batch: dict):
