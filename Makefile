@@ -41,7 +41,7 @@ demo: data
 	( $(DEMO_TRAIN) objective=ctc trainer.max_steps=$(DEMO_STEPS) run_dir=$(RUNS)/demo-ctc \
 	  && $(BIN)/asr-zoo align $(RUNS)/demo-ctc --split train \
 	  && $(DEMO_TRAIN) objective=imputer_dp objective.expert=$(RUNS)/demo-ctc trainer.max_steps=$(DEMO_DP_STEPS) \
-	       run_dir=$(RUNS)/demo-imputer_dp \
+	       objective.observed_loss_weight=0 run_dir=$(RUNS)/demo-imputer_dp \
 	  && $(DEMO_EVAL) $(RUNS)/demo-ctc --split test && $(DEMO_EVAL) $(RUNS)/demo-imputer_dp --split test ) & a=$$!; \
 	( $(DEMO_TRAIN) objective=seq2seq trainer.max_steps=$(DEMO_STEPS) run_dir=$(RUNS)/demo-seq2seq \
 	  && $(DEMO_EVAL) $(RUNS)/demo-seq2seq --split test ) & b=$$!; \
