@@ -77,7 +77,7 @@ recipe-synth-matrix: $(RECIPE_DEPS)
 	ASR_ZOO="$(ASR_ZOO)" DATA=$(DATA) OBJECTIVES="$(OBJECTIVES)" ATTENTIONS="$(ATTENTIONS)" bash recipes/synth/matrix.sh
 
 # The five attention types x 3 seeds with CTC on 13-35 s utterances, plus the evaluation-time swap
-# (about 1.5 h on 2 cores; docs/results.md, "Attention types on long utterances").
+# (the sweep took 70 min on 2 cores; docs/results.md, "Attention types on long utterances").
 recipe-synth-attention-long: $(RECIPE_DEPS)
 	ASR_ZOO="$(ASR_ZOO)" bash recipes/synth/attention_long.sh
 
