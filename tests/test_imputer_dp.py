@@ -66,6 +66,16 @@ def _random_case(gen: torch.Generator):
     return num_frames, num_classes, target, observed
 
 
+def _random_cases_by_classes(seed: int, count: int) -> dict[int, list]:
+    """``count`` random cases (:func:`_random_case`) grouped by their number of classes."""
+    gen = torch.Generator().manual_seed(seed)
+    by_classes: dict[int, list] = {}
+    for _ in range(count):
+        case = _random_case(gen)
+        by_classes.setdefault(case[1], []).append(case)
+    return by_classes
+
+
 def _pad_batch(cases, num_classes, gen):
     """Pads cases into one batch; padding holds junk that the loss must ignore."""
     batch, max_frames = len(cases), 7
@@ -106,11 +116,7 @@ def _check_against_brute_force(cases, num_classes, seed, observed_weight=1.0):
 
 
 def test_random_masks_match_brute_force_values_and_gradients():
-    gen = torch.Generator().manual_seed(0)
-    by_classes: dict[int, list] = {}
-    for _ in range(240):
-        case = _random_case(gen)
-        by_classes.setdefault(case[1], []).append(case)
+    by_classes = _random_cases_by_classes(seed=0, count=240)
     for num_classes, cases in by_classes.items():
         _check_against_brute_force(cases, num_classes, seed=num_classes)
     # the random draw must exercise both outcomes
@@ -122,12 +128,7 @@ def test_random_masks_match_brute_force_values_and_gradients():
 @pytest.mark.parametrize("observed_weight", [0.0, 0.5])
 def test_observed_weight_matches_brute_force(observed_weight):
     """w = 0: -log p(masked frames | ã, x) (the given tokens are not predicted); values and gradients."""
-    gen = torch.Generator().manual_seed(1)
-    by_classes: dict[int, list] = {}
-    for _ in range(80):
-        case = _random_case(gen)
-        by_classes.setdefault(case[1], []).append(case)
-    for num_classes, cases in by_classes.items():
+    for num_classes, cases in _random_cases_by_classes(seed=1, count=80).items():
         _check_against_brute_force(cases, num_classes, seed=num_classes, observed_weight=observed_weight)
 
 

@@ -202,6 +202,7 @@ def add_significance(groups: list[dict], baseline: str, n_resamples: int = 2000)
         return pool_seeds([utterance_errors(m["run_dir"], m["tag"]) for m in g["members"]])
 
     bases = _find_baseline(groups, baseline)
+    base_errors = {id(base): errors(base) for base in bases}  # read each baseline's files once
     for base in bases:
         base["d_wer"] = "baseline"
     for g in groups:
@@ -212,7 +213,7 @@ def add_significance(groups: list[dict], baseline: str, n_resamples: int = 2000)
         base = same_tag[0] if same_tag else next((b for b in same_split if b["tag"] == b["split"]), None)
         if base is None:
             continue
-        d = paired_difference(errors(g), errors(base), n_resamples=n_resamples)
+        d = paired_difference(errors(g), base_errors[id(base)], n_resamples=n_resamples)
         g["significance"] = d
         g["d_wer"] = f"{d['delta']:+.2f}{' *' if d['significant'] else ''}"
         g["ci95"] = f"[{d['low']:+.2f}, {d['high']:+.2f}]"
