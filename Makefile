@@ -69,7 +69,7 @@ ASR_ZOO ?= $(BIN)/asr-zoo
 RECIPE_DEPS ?= venv
 OBJECTIVES ?= ctc rnnt seq2seq
 ATTENTIONS ?= softmax
-.PHONY: recipe-synth-imputer recipe-synth-matrix recipe-synth-attention-long recipe-librispeech-imputer
+.PHONY: recipe-synth-imputer recipe-synth-matrix recipe-synth-attention-long recipe-synth-equal-compute recipe-librispeech-imputer
 recipe-synth-imputer: $(RECIPE_DEPS)
 	ASR_ZOO="$(ASR_ZOO)" DATA=$(DATA) EXPERT=$(DEMO_RUN) bash recipes/synth/run.sh
 
@@ -80,6 +80,11 @@ recipe-synth-matrix: $(RECIPE_DEPS)
 # (the sweep took 70 min on 2 cores; docs/results.md, "Attention types on long utterances").
 recipe-synth-attention-long: $(RECIPE_DEPS)
 	ASR_ZOO="$(ASR_ZOO)" bash recipes/synth/attention_long.sh
+
+# "Imputer-DP beats CTC" at equal compute: CTC 3000 steps + DP 3000 steps vs CTC 6000 steps, 3 seeds
+# (docs/results.md, "The equal-compute CTC control").
+recipe-synth-equal-compute: $(RECIPE_DEPS)
+	ASR_ZOO="$(ASR_ZOO)" DATA=$(DATA) bash recipes/synth/equal_compute.sh
 
 # TRAINER (gpu | ddp | ddp_cpu), TRAIN_ARGS, EXPERT_ARGS, IMPUTER_ARGS, EVAL_SPLITS, RUNS given to make reach
 # recipes/librispeech/run.sh (command-line variables are exported); its header has a CPU example.

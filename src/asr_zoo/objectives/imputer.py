@@ -26,6 +26,7 @@ from ..data.tokenizer import BLANK_ID
 from ..decoding.ctc import collapse_ctc
 from ..decoding.imputer import imputer_decode
 from ..losses.imputer_dp import MASKED, imputer_dp_loss
+from ..losses.imputer_im import imputer_im_loss
 from ..utils import read_json, safe_torch_load
 from ..tensors import lengths_to_valid_mask
 from ..schemas import ImputerConfig
@@ -112,9 +113,7 @@ class ImputerModule(ASRModule):
             noisy, mask = torch.full_like(valid, BLANK_ID, dtype=torch.long), valid
         lp, lengths = self.frame_log_probs(batch, fill_masked(noisy, mask, self.mask_id))
         if o.name == "imputer_im" and self.training:
-            nll = -lp.float().gather(-1, noisy[..., None]).squeeze(-1)  # (B, T')
-            weight = torch.where(mask, 1.0, o.observed_loss_weight) * valid  # (B, T')
-            return (nll * weight).sum() / B, {}
+            return imputer_im_loss(lp, noisy, lengths, mask, o.observed_loss_weight) / B, {}
         observed = fill_masked(noisy, mask, MASKED)
         loss, infeasible = imputer_dp_loss(lp.float(), batch["tokens"], lengths, batch["token_lens"], observed,
                                            blank=BLANK_ID, reduction="sum", return_infeasible=True,

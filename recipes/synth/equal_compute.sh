@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The equal-compute control for "Imputer-DP beats CTC" (docs/results.md): CTC experts of EXPERT_STEPS
+# steps, Imputer-DP trained DP_STEPS more steps from each, and CTC trained EXPERT_STEPS + DP_STEPS
+# steps from scratch, x 3 seeds at preset=demo (conf/sweeps/imputer_equal_compute.yaml); every run
+# evaluated on test; the table with paired-bootstrap intervals against the equal-compute CTC.
+#
+#   recipes/synth/equal_compute.sh [--stage N] [--stop-stage M]
+#
+# Environment: ASR_ZOO (the CLI, default: asr-zoo), DATA (default data/synth), RUNS (default
+# runs/equal-compute, as in the sweep YAML), SEEDS (default "0 1 2"), WORKERS (default 2),
+# EXPERT_STEPS and DP_STEPS (default 3000 each, as the sweep YAML), DP_ARGS (default
+# objective.observed_loss_weight=0, the masked-frames-only loss of `make demo`).
+# Every stage is resumable: rerun the same command.
+set -euo pipefail
+source "$(dirname "$0")/../stages.sh"
+parse_stage_options "$@"
+ASR_ZOO=${ASR_ZOO:-asr-zoo}
+DATA=${DATA:-data/synth}
+RUNS=${RUNS:-runs/equal-compute}
+SEEDS=${SEEDS:-0 1 2}
+WORKERS=${WORKERS:-2}
+EXPERT_STEPS=${EXPERT_STEPS:-3000}
+DP_STEPS=${DP_STEPS:-3000}
+DP_ARGS=${DP_ARGS-objective.observed_loss_weight=0}
+log() { echo "$(date '+%H:%M:%S') [recipe-synth-equal-compute] $*"; }
+
+if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
+  log "stage 0: synthesise the corpus into $DATA"
+  $ASR_ZOO prepare synth --out "$DATA"
+fi
+if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
+  log "stage 1: sweep CTC for $EXPERT_STEPS and $((EXPERT_STEPS + DP_STEPS)) steps x seeds ($WORKERS workers, 1 thread each)"
+  $ASR_ZOO sweep conf/sweeps/imputer_equal_compute.yaml --workers "$WORKERS" --threads 1
+fi
+if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
+  for seed in $SEEDS; do
+    expert="$RUNS/ctc_$EXPERT_STEPS-s$seed"
+    log "stage 2: Imputer-DP, $DP_STEPS steps from $expert"
+    OMP_NUM_THREADS=1 $ASR_ZOO align "$expert" --split train
+    # shellcheck disable=SC2086  # DP_ARGS holds several overrides
+    OMP_NUM_THREADS=1 $ASR_ZOO train preset=demo data=synth data.root="$DATA" trainer.num_threads=1 \
+      trainer.max_steps="$DP_STEPS" seed="$seed" objective=imputer_dp objective.expert="$expert" \
+      run_dir="$RUNS/imputer_dp-s$seed" $DP_ARGS &
+    [ "$(jobs -rp | wc -l)" -lt "$WORKERS" ] || wait -n
+  done
+  wait
+fi
+if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
+  for run in "$RUNS"/*-s*; do
+    [ -f "$run/results/test.json" ] && continue
+    log "stage 3: evaluate $run on test"
+    OMP_NUM_THREADS=1 $ASR_ZOO eval "$run" --split test
+  done
+fi
+if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
+  log "stage 4: table and plot (seeds grouped, paired bootstrap against CTC at equal steps)"
+  $ASR_ZOO compare "$RUNS"/*-s* --split test --baseline "$RUNS/ctc_$((EXPERT_STEPS + DP_STEPS))-s0" \
+    --out "$RUNS-report/"
+fi
