@@ -8,8 +8,9 @@
 #
 # Environment: ASR_ZOO (the CLI, default: asr-zoo), DATA (default data/synth), RUNS (default
 # runs/equal-compute, as in the sweep YAML), SEEDS (default "0 1 2"), WORKERS (default 2),
-# EXPERT_STEPS and DP_STEPS (default 3000 each, as the sweep YAML), DP_ARGS (default
-# objective.observed_loss_weight=0, the masked-frames-only loss of `make demo`).
+# EXPERT_STEPS and DP_STEPS (default 3000 each, as the sweep YAML). Imputer-DP is trained twice per
+# seed: with Eq. 11 (imputer_dp_eq11-s*) and with the masked frames only
+# (objective.observed_loss_weight=0, imputer_dp-s*), the loss `make demo` trains at its shorter budget.
 # Every stage is resumable: rerun the same command.
 set -euo pipefail
 source "$(dirname "$0")/../stages.sh"
@@ -21,7 +22,6 @@ SEEDS=${SEEDS:-0 1 2}
 WORKERS=${WORKERS:-2}
 EXPERT_STEPS=${EXPERT_STEPS:-3000}
 DP_STEPS=${DP_STEPS:-3000}
-DP_ARGS=${DP_ARGS-objective.observed_loss_weight=0}
 log() { echo "$(date '+%H:%M:%S') [recipe-synth-equal-compute] $*"; }
 
 if [ $stage -le 0 ] && [ $stop_stage -ge 0 ]; then
@@ -33,15 +33,18 @@ if [ $stage -le 1 ] && [ $stop_stage -ge 1 ]; then
   $ASR_ZOO sweep conf/sweeps/imputer_equal_compute.yaml --workers "$WORKERS" --threads 1
 fi
 if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
-  for seed in $SEEDS; do
-    expert="$RUNS/ctc_$EXPERT_STEPS-s$seed"
-    log "stage 2: Imputer-DP, $DP_STEPS steps from $expert"
-    OMP_NUM_THREADS=1 $ASR_ZOO align "$expert" --split train
-    # shellcheck disable=SC2086  # DP_ARGS holds several overrides
+  dp() {  # dp NAME SEED OVERRIDES...: DP_STEPS Imputer-DP steps from the seed's expert, in the background
+    local name=$1 seed=$2; shift 2
     OMP_NUM_THREADS=1 $ASR_ZOO train preset=demo data=synth data.root="$DATA" trainer.num_threads=1 \
-      trainer.max_steps="$DP_STEPS" seed="$seed" objective=imputer_dp objective.expert="$expert" \
-      run_dir="$RUNS/imputer_dp-s$seed" $DP_ARGS &
+      trainer.max_steps="$DP_STEPS" seed="$seed" objective=imputer_dp objective.expert="$RUNS/ctc_$EXPERT_STEPS-s$seed" \
+      run_dir="$RUNS/$name-s$seed" "$@" &
     [ "$(jobs -rp | wc -l)" -lt "$WORKERS" ] || wait -n
+  }
+  for seed in $SEEDS; do
+    log "stage 2: Imputer-DP, $DP_STEPS steps from $RUNS/ctc_$EXPERT_STEPS-s$seed (Eq. 11; masked frames only)"
+    OMP_NUM_THREADS=1 $ASR_ZOO align "$RUNS/ctc_$EXPERT_STEPS-s$seed" --split train
+    dp imputer_dp_eq11 "$seed"
+    dp imputer_dp "$seed" objective.observed_loss_weight=0
   done
   wait
 fi

@@ -250,7 +250,7 @@ class ImputerConfig(ObjectiveConfig):
     block_size: int = 8  # training block size B (block masking policy)
     masking: str = choice("block", "bernoulli", "uniform")  # roll-in masking policy
     max_shift: int = 1  # roll-in shift noise in frames (0 disables it)
-    observed_loss_weight: float = bounded(1.0, 0.0, 1.0)  # weight of -log p(ã_t) at the given (unmasked) frames: 1 = Eq. 10/11 (also learn to repeat them); 0 = masked frames only (small corpora: docs/imputer_deletions.md)
+    observed_loss_weight: float = bounded(1.0, 0.0, 1.0)  # weight of -log p(ã_t) at the given (unmasked) frames: 1 = Eq. 10/11 (also learn to repeat them); 0 = masked frames only (better for short DP runs, worse for long ones: docs/imputer_deletions.md)
     decode_block_size: int = 0  # inference B (0: same as block_size; 1: one-shot, CTC-like)
     decode_strategy: str = choice("default", "alternate_subblock", "rightmost_last", "topk")  # commit order at inference
     decode_blank_penalty: float = 0.0  # subtracted from log p(blank) at every decoding step (argmax and commit order); > 0: fewer deletions
