@@ -10,3 +10,14 @@ parse_stage_options() {
     esac
   done
 }
+
+# evaluate_missing SPLIT RUN...: decode each run on SPLIT unless its results are there (resumable).
+# Uses the caller's ASR_ZOO and log.
+evaluate_missing() {
+  local split=$1 run; shift
+  for run in "$@"; do
+    [ -f "$run/results/$split.json" ] && continue
+    log "evaluate $run on $split"
+    OMP_NUM_THREADS=1 $ASR_ZOO eval "$run" --split "$split"
+  done
+}

@@ -69,11 +69,8 @@ if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
   wait
 fi
 if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
-  for run in "$RUNS"/*-s*; do
-    [ -f "$run/results/test.json" ] && continue
-    log "stage 3: evaluate $run on test"
-    OMP_NUM_THREADS=1 $ASR_ZOO eval "$run" --split test
-  done
+  log "stage 3: every run on test"
+  evaluate_missing test "$RUNS"/*-s*
 fi
 if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
   log "stage 4: table and plot (seeds grouped, paired bootstrap against CTC)"
