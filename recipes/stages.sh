@@ -21,3 +21,11 @@ evaluate_missing() {
     OMP_NUM_THREADS=1 $ASR_ZOO eval "$run" --split "$split"
   done
 }
+
+# train_in_background RUN_DIR OVERRIDES...: `asr-zoo train` at 1 thread in the background, at most
+# WORKERS at once (waits for one to end first). Uses the caller's ASR_ZOO and WORKERS; `wait` at the end.
+train_in_background() {
+  local run_dir=$1; shift
+  OMP_NUM_THREADS=1 $ASR_ZOO train trainer.num_threads=1 run_dir="$run_dir" "$@" &
+  [ "$(jobs -rp | wc -l)" -lt "$WORKERS" ] || wait -n
+}

@@ -35,10 +35,8 @@ fi
 if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
   dp() {  # dp NAME SEED OVERRIDES...: DP_STEPS Imputer-DP steps from the seed's expert, in the background
     local name=$1 seed=$2; shift 2
-    OMP_NUM_THREADS=1 $ASR_ZOO train preset=demo data=synth data.root="$DATA" trainer.num_threads=1 \
-      trainer.max_steps="$DP_STEPS" seed="$seed" objective=imputer_dp objective.expert="$RUNS/ctc_$EXPERT_STEPS-s$seed" \
-      run_dir="$RUNS/$name-s$seed" "$@" &
-    [ "$(jobs -rp | wc -l)" -lt "$WORKERS" ] || wait -n
+    train_in_background "$RUNS/$name-s$seed" preset=demo data=synth data.root="$DATA" trainer.max_steps="$DP_STEPS" \
+      seed="$seed" objective=imputer_dp objective.expert="$RUNS/ctc_$EXPERT_STEPS-s$seed" "$@"
   }
   for seed in $SEEDS; do
     log "stage 2: Imputer-DP, $DP_STEPS steps from $RUNS/ctc_$EXPERT_STEPS-s$seed (Eq. 11; masked frames only)"

@@ -43,9 +43,8 @@ fi
 if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
   imputer() {  # imputer NAME SEED OVERRIDES...: DP_STEPS Imputer steps from the seed's CTC expert, in the background
     local name=$1 seed=$2; shift 2
-    OMP_NUM_THREADS=1 $ASR_ZOO train preset=demo data=synth data.root="$DATA" trainer.num_threads=1 \
-      trainer.max_steps="$DP_STEPS" seed="$seed" objective.expert="$RUNS/ctc-s{seed}" run_dir="$RUNS/$name-s$seed" "$@" &
-    [ "$(jobs -rp | wc -l)" -lt "$WORKERS" ] || wait -n
+    train_in_background "$RUNS/$name-s$seed" preset=demo data=synth data.root="$DATA" trainer.max_steps="$DP_STEPS" \
+      seed="$seed" objective.expert="$RUNS/ctc-s{seed}" "$@"
   }
   w0=objective.observed_loss_weight=0
   for seed in $SEEDS; do
