@@ -58,7 +58,7 @@ def align_run(run_dir: Path, splits: list[str] | None = None, device: str = "cpu
             continue
         remove_stale_temps(out_dir, path.name)
         cuts = data.features(split)
-        dataset = ASRDataset(module.tokenizer, module.cmvn["mean"], module.cmvn["std"], cfg.data.features.deltas)
+        dataset = ASRDataset.from_config(module.tokenizer, module.cmvn["mean"], module.cmvn["std"], cfg.data.features)
         sampler = DynamicCutSampler(cuts.sort_by_duration(), max_duration=max_duration)
         alignments, unaligned, t0 = {}, [], time.perf_counter()
         for cut_batch in tqdm(sampler, desc=f"align {split}", unit="batch"):

@@ -67,7 +67,7 @@ def evaluate(run_dir: Path, split: str | None = None, overrides: list[str] = (),
     extractor = data.extractor()
     if max_utts:
         cuts = cuts.subset(first=max_utts)
-    dataset = ASRDataset(module.tokenizer, module.cmvn["mean"], module.cmvn["std"], cfg.data.features.deltas)
+    dataset = ASRDataset.from_config(module.tokenizer, module.cmvn["mean"], module.cmvn["std"], cfg.data.features)
     cut_list = list(cuts)
     for cut in cut_list[:warmup]:  # warm-up: allocator, kernels, caches
         module.transcribe(to_device(dataset[CutSet.from_cuts([cut])], device))

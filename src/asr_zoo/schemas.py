@@ -41,6 +41,9 @@ class TokenizerConfig:
 class FeatureConfig:
     num_mel_bins: int = 80  # Kaldi-style log-mel filterbank channels
     deltas: bool = False  # append Δ and ΔΔ (x3 feature dim), computed on the fly
+    # mean/variance normalisation: global (statistics of the training splits, cmvn.pt) | utterance
+    # (each utterance's own statistics: removes a recording's channel and level, docs/small_corpora.md)
+    normalization: str = choice("global", "utterance")
 
 
 @dataclass

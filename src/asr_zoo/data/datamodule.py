@@ -2,7 +2,7 @@
 
 Batches are dicts::
 
-    feats       (B, T, F)  float, globally mean/variance normalised (+ SpecAugment in training)
+    feats       (B, T, F)  float, mean/variance normalised (global or per utterance; + SpecAugment in training)
     feat_lens   (B,)       int64 valid frames
     tokens      (B, U)     int64 token ids, zero padded
     token_lens  (B,)       int64
@@ -22,7 +22,7 @@ from lhotse.dataset import DynamicBucketingSampler, DynamicCutSampler, SpecAugme
 from torch.utils.data import DataLoader, Dataset
 
 from .corpora import BadUtterance
-from .features import add_deltas, pad_features
+from .features import add_deltas, normalize_features, pad_features
 from .prepare import PreparedData
 from .tokenizer import Tokenizer
 
@@ -37,19 +37,28 @@ class ASRDataset(Dataset):
         mean, std: `(F,)` global normalisation statistics of the 80-dim fbank.
         deltas: append Δ/ΔΔ after normalisation.
         specaugment: applied to the padded batch (training only), or None.
+        normalization: ``global`` (``mean``, ``std``) or ``utterance`` (each utterance's own statistics).
     """
 
     def __init__(self, tokenizer: Tokenizer, mean: torch.Tensor, std: torch.Tensor, deltas: bool = False,
-                 specaugment: Optional[SpecAugment] = None):
+                 specaugment: Optional[SpecAugment] = None, normalization: str = "global"):
+        if normalization not in ("global", "utterance"):
+            raise ValueError(f"normalization={normalization!r}: expected 'global' or 'utterance'")
         self.tokenizer, self.mean, self.std = tokenizer, mean, std
-        self.deltas, self.specaugment = deltas, specaugment
+        self.deltas, self.specaugment, self.per_utterance = deltas, specaugment, normalization == "utterance"
+
+    @classmethod
+    def from_config(cls, tokenizer: Tokenizer, mean: torch.Tensor, std: torch.Tensor, features,
+                    specaugment: Optional[SpecAugment] = None) -> "ASRDataset":
+        """The dataset a run's ``data.features`` section (``FeatureConfig``) describes."""
+        return cls(tokenizer, mean, std, features.deltas, specaugment, features.normalization)
 
     def __getitem__(self, cuts: CutSet) -> dict:
         cuts = cuts.sort_by_duration(ascending=False)
         feats = []
         for cut in cuts:
-            x = (torch.from_numpy(cut.load_features()) - self.mean) / self.std  # (T, 80)
-            feats.append(x)
+            x = torch.from_numpy(cut.load_features())  # (T, F)
+            feats.append(normalize_features(x, self.mean, self.std, self.per_utterance))
         feats, feat_lens = pad_features(feats)
         if self.specaugment is not None:
             feats = self.specaugment(feats)
@@ -154,8 +163,8 @@ class ASRDataModule(L.LightningDataModule):
             features_mask_size=sa.features_mask_size, num_frame_masks=sa.num_frame_masks,
             frames_mask_size=sa.frames_mask_size, max_frames_mask_fraction=sa.max_frames_mask_fraction, p=1.0,
         ) if sa.enabled else None
-        self.train_set = ASRDataset(self.tokenizer, mean, std, self.cfg.features.deltas, specaug)
-        self.eval_set = ASRDataset(self.tokenizer, mean, std, self.cfg.features.deltas, None)
+        self.train_set = ASRDataset.from_config(self.tokenizer, mean, std, self.cfg.features, specaug)
+        self.eval_set = ASRDataset.from_config(self.tokenizer, mean, std, self.cfg.features)
         if stage in (None, "fit"):
             self.train_cuts = self._filtered_train_cuts()
         if stage in (None, "fit", "validate"):  # trainer.validate(module, datamodule) needs the dev split alone

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["add_deltas", "pad_features"]
+__all__ = ["add_deltas", "normalize_features", "pad_features"]
 
 
 def _delta(x: Tensor, window: int = 2) -> Tensor:
@@ -25,6 +25,15 @@ def add_deltas(x: Tensor) -> Tensor:
     """Append Δ and ΔΔ. x: `(T, F)` -> `(T, 3F)`."""
     d1 = _delta(x)
     return torch.cat([x, d1, _delta(d1)], dim=-1)
+
+
+def normalize_features(x: Tensor, mean: Tensor, std: Tensor, per_utterance: bool = False,
+                       eps: float = 1e-5) -> Tensor:
+    """Mean/variance normalisation of one utterance. x: `(T, F)`; mean, std: `(F,)` global statistics,
+    used unless ``per_utterance``, which uses the utterance's own (population std, floored at ``eps``)."""
+    if per_utterance:
+        mean, std = x.mean(dim=0), x.std(dim=0, unbiased=False).clamp_min(eps)
+    return (x - mean) / std
 
 
 def pad_features(feats: list[Tensor]) -> tuple[Tensor, Tensor]:
