@@ -82,7 +82,8 @@ recipe-synth-attention-long: $(RECIPE_DEPS)
 	ASR_ZOO="$(ASR_ZOO)" bash recipes/synth/attention_long.sh
 
 # "Imputer-DP beats CTC" at equal compute: CTC 3000 steps + DP 3000 steps (Eq. 11 and masked-only)
-# vs CTC 6000 steps, 3 seeds (docs/results.md, "The equal-compute CTC control").
+# vs CTC 6000 steps, 3 seeds; at the same size DP's masking policies and Imputer-IM against block-masked
+# DP (docs/results.md, "The equal-compute CTC control").
 recipe-synth-equal-compute: $(RECIPE_DEPS)
 	ASR_ZOO="$(ASR_ZOO)" DATA=$(DATA) bash recipes/synth/equal_compute.sh
 

@@ -11,6 +11,9 @@
 # EXPERT_STEPS and DP_STEPS (default 3000 each, as the sweep YAML). Imputer-DP is trained twice per
 # seed: with Eq. 11 (imputer_dp_eq11-s*) and with the masked frames only
 # (objective.observed_loss_weight=0, imputer_dp-s*), the loss `make demo` trains at its shorter budget.
+# For the seeds in POLICY_SEEDS (default: SEEDS) the same Eq. 11 training also runs with bernoulli and
+# uniform masking (imputer_dp_eq11_{bernoulli,uniform}-s*) and as Imputer-IM (imputer_im_eq11-s*): the
+# paper's masking-policy and IM comparisons at this size, tabled against block-masked DP.
 # Every stage is resumable: rerun the same command.
 set -euo pipefail
 source "$(dirname "$0")/../stages.sh"
@@ -19,6 +22,7 @@ ASR_ZOO=${ASR_ZOO:-asr-zoo}
 DATA=${DATA:-data/synth}
 RUNS=${RUNS:-runs/equal-compute}
 SEEDS=${SEEDS:-0 1 2}
+POLICY_SEEDS=${POLICY_SEEDS:-$SEEDS}
 WORKERS=${WORKERS:-2}
 EXPERT_STEPS=${EXPERT_STEPS:-3000}
 DP_STEPS=${DP_STEPS:-3000}
@@ -44,6 +48,12 @@ if [ $stage -le 2 ] && [ $stop_stage -ge 2 ]; then
     dp imputer_dp_eq11 "$seed"
     dp imputer_dp "$seed" objective.observed_loss_weight=0
   done
+  for seed in $POLICY_SEEDS; do
+    log "stage 2: Eq. 11 with bernoulli and uniform masking, and Imputer-IM, from $RUNS/ctc_$EXPERT_STEPS-s$seed"
+    dp imputer_dp_eq11_bernoulli "$seed" objective.masking=bernoulli
+    dp imputer_dp_eq11_uniform "$seed" objective.masking=uniform
+    dp imputer_im_eq11 "$seed" objective=imputer_im
+  done
   wait
 fi
 if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
@@ -51,7 +61,9 @@ if [ $stage -le 3 ] && [ $stop_stage -ge 3 ]; then
   evaluate_missing test "$RUNS"/*-s*
 fi
 if [ $stage -le 4 ] && [ $stop_stage -ge 4 ]; then
-  log "stage 4: table and plot (seeds grouped, paired bootstrap against CTC at equal steps)"
+  log "stage 4: tables and plots (seeds grouped, paired bootstrap against CTC at equal steps; policies and IM against block-masked DP)"
   $ASR_ZOO compare "$RUNS"/*-s* --split test --baseline "$RUNS/ctc_$((EXPERT_STEPS + DP_STEPS))-s0" \
     --out "$RUNS-report/"
+  $ASR_ZOO compare "$RUNS"/imputer_*eq11*-s* --split test --baseline "$RUNS/imputer_dp_eq11-s0" \
+    --out "$RUNS-policies-report/"
 fi
