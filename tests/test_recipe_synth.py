@@ -78,3 +78,28 @@ def test_equal_compute_recipe_trains_evaluates_and_tables_every_documented_run(t
     # resumable: a rerun of the evaluation stage decodes nothing that has results
     again = _run_recipe(tmp_path, "equal_compute.sh", "--stage", "3", "--stop-stage", "3", **env)
     assert [c for c in again if c[0] == "eval"] == []
+
+
+def test_seeds_recipe_trains_each_imputer_variant_from_its_seeds_expert(tmp_path):
+    runs = tmp_path / "runs"
+    env = dict(RUNS=str(runs), SEEDS="0 1", POLICY_SEEDS="1", EQ11_POLICY_SEEDS="0", RNNT="0", DP_STEPS="750")
+    calls = _run_recipe(tmp_path, "seeds.sh", "--stage", "1", **env)
+
+    assert [c[1] for c in calls if c[0] == "sweep"] == ["conf/sweeps/objectives_x_seeds.yaml"]  # RNNT=0
+    trained = _trained(calls)
+    assert {Path(r).name for r in trained} == {
+        "imputer_dp-s0", "imputer_dp-s1", "imputer_dp_w0-s0", "imputer_dp_w0-s1",
+        "imputer_dp_w0_bernoulli-s1", "imputer_dp_w0_uniform-s1", "imputer_im_w0-s1",
+        "imputer_dp_bernoulli-s0", "imputer_dp_uniform-s0", "imputer_im-s0"}
+    for run_dir, args in trained.items():
+        name, seed = Path(run_dir).name, run_dir[-1]
+        assert f"seed={seed}" in args and "trainer.max_steps=750" in args
+        assert f"objective.expert={runs}/ctc-s{{seed}}" in args  # the config fills {seed} in
+        assert ("objective.observed_loss_weight=0" in args) == ("_w0" in name)
+        assert f"objective=imputer_{'im' if name.startswith('imputer_im') else 'dp'}" in args
+        masking = [a for a in args if a.startswith("objective.masking=")]
+        assert masking == ([f"objective.masking={p}" for p in ("bernoulli", "uniform") if p in name] or [])
+    assert [c[1] for c in calls if c[0] == "align"] == [f"{runs}/ctc-s0", f"{runs}/ctc-s1"]
+    assert {Path(c[1]).name for c in calls if c[0] == "eval"} >= {Path(r).name for r in trained}
+    compare = next(c for c in calls if c[0] == "compare")
+    assert compare[compare.index("--baseline") + 1] == "ctc/softmax"

@@ -4,6 +4,7 @@ Usage::
 
     asr-zoo prepare synth --out data/synth                     # the default corpus
     asr-zoo prepare librispeech --root data/librispeech [--download]
+    asr-zoo prepare fsdd --src free-spoken-digit-dataset --out data/fsdd   # real recordings
     asr-zoo train data=synth data.root=data/synth objective=ctc attention=softmax run_dir=runs/ctc
     asr-zoo eval runs/ctc [--split test] [attention=iclustered ...]
     asr-zoo align runs/ctc --split train                        # expert alignments for the Imputer
@@ -46,6 +47,14 @@ def _cmd_prepare(args) -> int:
             print(f"{split}: {st['utterances']} utterances, {st['hours']:.2f} h, {st['speakers']} speakers, "
                   f"{st['dropped']} dropped ({args.out}/synth_info.json has the details)")
         prepare_librispeech(Path(args.out), on_bad=args.on_bad)
+    elif args.corpus == "fsdd":
+        from .data.fsdd import prepare_fsdd
+
+        summary = prepare_fsdd(Path(args.src), Path(args.out), tuple(args.dev_speakers), tuple(args.test_speakers),
+                               args.min_digits, args.max_digits, args.train_passes, args.seed)
+        for split, st in summary["splits"].items():
+            voices = ", ".join(f"{s} ({accent})" for s, accent in st["speakers"].items())
+            print(f"{split}: {st['utterances']} utterances, {st['digits']} digits, {st['hours']:.2f} h; {voices}")
     else:
         from .data.librispeech import download_librispeech, prepare_librispeech
 
@@ -167,6 +176,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="hard: child-like voices, changing rates, reverberation, 0-20 dB noise, test words unseen "
                    "in training (a stand-in for a first small real corpus)")
     s.add_argument("--on-bad", choices=["drop", "fail"], default="drop")
+    fs = psub.add_parser("fsdd", help="real recordings: the Free Spoken Digit Dataset as connected digits, "
+                         "split by speaker (JSONL manifests for data=fsdd)")
+    fs.add_argument("--src", required=True, help="a clone of github.com/Jakobovski/free-spoken-digit-dataset")
+    fs.add_argument("--out", required=True, help="output directory (later: data.root)")
+    fs.add_argument("--dev-speakers", nargs="+", default=["george"])
+    fs.add_argument("--test-speakers", nargs="+", default=["nicolas"])
+    fs.add_argument("--min-digits", type=int, default=1)
+    fs.add_argument("--max-digits", type=int, default=7)
+    fs.add_argument("--train-passes", type=int, default=3, help="times each training recording is used, "
+                    "in differently joined strings")
+    fs.add_argument("--seed", type=int, default=0)
     ls = psub.add_parser("librispeech", help="prepare LibriSpeech under ROOT/LibriSpeech")
     ls.add_argument("--root", required=True, help="directory holding (or receiving) LibriSpeech/")
     ls.add_argument("--download", action="store_true", help="download missing parts from openslr.org")
