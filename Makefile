@@ -69,7 +69,7 @@ ASR_ZOO ?= $(BIN)/asr-zoo
 RECIPE_DEPS ?= venv
 OBJECTIVES ?= ctc rnnt seq2seq
 ATTENTIONS ?= softmax
-.PHONY: recipe-synth-imputer recipe-synth-matrix recipe-synth-attention-long recipe-synth-equal-compute recipe-librispeech-imputer
+.PHONY: recipe-synth-imputer recipe-synth-matrix recipe-synth-attention-long recipe-synth-equal-compute recipe-fsdd recipe-librispeech-imputer
 recipe-synth-imputer: $(RECIPE_DEPS)
 	ASR_ZOO="$(ASR_ZOO)" DATA=$(DATA) EXPERT=$(DEMO_RUN) bash recipes/synth/run.sh
 
@@ -86,6 +86,14 @@ recipe-synth-attention-long: $(RECIPE_DEPS)
 # DP (docs/results.md, "The equal-compute CTC control").
 recipe-synth-equal-compute: $(RECIPE_DEPS)
 	ASR_ZOO="$(ASR_ZOO)" DATA=$(DATA) bash recipes/synth/equal_compute.sh
+
+# Real recordings: CTC with preset=small_corpus on the Free Spoken Digit Dataset as connected digits, split
+# by speaker, global vs per-utterance normalisation x 3 seeds (docs/small_corpora.md). FSDD=<a clone of
+# github.com/Jakobovski/free-spoken-digit-dataset>.
+FSDD ?=
+recipe-fsdd: $(RECIPE_DEPS)
+	@test -n "$(FSDD)" || { echo "usage: make recipe-fsdd FSDD=/path/to/free-spoken-digit-dataset (a git clone)"; exit 2; }
+	ASR_ZOO="$(ASR_ZOO)" FSDD=$(FSDD) bash recipes/fsdd/run.sh
 
 # TRAINER (gpu | ddp | ddp_cpu), TRAIN_ARGS, EXPERT_ARGS, IMPUTER_ARGS, EVAL_SPLITS, RUNS given to make reach
 # recipes/librispeech/run.sh (command-line variables are exported); its header has a CPU example.

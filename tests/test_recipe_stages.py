@@ -1,4 +1,4 @@
-"""The synthetic-corpus recipes' orchestration, with a stub in place of the CLI.
+"""The recipes' orchestration (recipes/synth/*.sh, recipes/fsdd/run.sh), with a stub in place of the CLI.
 
 Their real runs take hours, so what is checked here is what a typo would break unnoticed until
 then: which runs each stage trains, from which expert, with which overrides; that every expert
@@ -29,7 +29,7 @@ def _run_recipe(tmp_path: Path, script: str, *args: str, **env: str) -> list[lis
     stub.chmod(0o755)
     calls.write_text("")
     full_env = {**os.environ, "ASR_ZOO": str(stub), "CALLS": str(calls), **env}
-    out = subprocess.run(["bash", str(REPO / "recipes" / "synth" / script), *args], cwd=REPO, env=full_env,
+    out = subprocess.run(["bash", str(REPO / "recipes" / script), *args], cwd=REPO, env=full_env,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
     return [shlex.split(line) for line in calls.read_text().splitlines()]
@@ -48,7 +48,7 @@ def _trained(calls: list[list[str]]) -> dict[str, list[str]]:
 def test_equal_compute_recipe_trains_evaluates_and_tables_every_documented_run(tmp_path):
     runs = tmp_path / "runs"
     env = dict(RUNS=str(runs), SEEDS="0 1", POLICY_SEEDS="1", DATA="data/x", WORKERS="2")
-    calls = _run_recipe(tmp_path, "equal_compute.sh", "--stage", "1", **env)
+    calls = _run_recipe(tmp_path, "synth/equal_compute.sh", "--stage", "1", **env)
 
     assert calls[0][:2] == ["sweep", "conf/sweeps/imputer_equal_compute.yaml"]
     trained = _trained(calls)
@@ -76,14 +76,14 @@ def test_equal_compute_recipe_trains_evaluates_and_tables_every_documented_run(t
     assert policy_table == {n for n in expected if "eq11" in n}  # block, bernoulli, uniform, IM; all Eq. 11
 
     # resumable: a rerun of the evaluation stage decodes nothing that has results
-    again = _run_recipe(tmp_path, "equal_compute.sh", "--stage", "3", "--stop-stage", "3", **env)
+    again = _run_recipe(tmp_path, "synth/equal_compute.sh", "--stage", "3", "--stop-stage", "3", **env)
     assert [c for c in again if c[0] == "eval"] == []
 
 
 def test_seeds_recipe_trains_each_imputer_variant_from_its_seeds_expert(tmp_path):
     runs = tmp_path / "runs"
     env = dict(RUNS=str(runs), SEEDS="0 1", POLICY_SEEDS="1", EQ11_POLICY_SEEDS="0", RNNT="0", DP_STEPS="750")
-    calls = _run_recipe(tmp_path, "seeds.sh", "--stage", "1", **env)
+    calls = _run_recipe(tmp_path, "synth/seeds.sh", "--stage", "1", **env)
 
     assert [c[1] for c in calls if c[0] == "sweep"] == ["conf/sweeps/objectives_x_seeds.yaml"]  # RNNT=0
     trained = _trained(calls)
@@ -103,3 +103,24 @@ def test_seeds_recipe_trains_each_imputer_variant_from_its_seeds_expert(tmp_path
     assert {Path(c[1]).name for c in calls if c[0] == "eval"} >= {Path(r).name for r in trained}
     compare = next(c for c in calls if c[0] == "compare")
     assert compare[compare.index("--baseline") + 1] == "ctc/softmax"
+
+
+def test_fsdd_recipe_prepares_trains_both_normalisations_per_seed_and_tables(tmp_path):
+    runs = tmp_path / "runs"
+    env = dict(RUNS=str(runs), SEEDS="0 1", FSDD="/clone", DATA="data/f", STEPS="20", TRAIN_ARGS="a.b=1 c.d=2")
+    calls = _run_recipe(tmp_path, "fsdd/run.sh", **env)
+
+    assert calls[0] == ["prepare", "fsdd", "--src", "/clone", "--out", "data/f"]
+    trained = _trained(calls)
+    assert {Path(r).name for r in trained} == {f"ctc_{n}-s{s}" for n in ("global", "utterance") for s in (0, 1)}
+    for run_dir, args in trained.items():
+        name = Path(run_dir).name
+        assert {"preset=small_corpus", "data=fsdd", "data.root=data/f", "trainer.max_steps=20", f"seed={name[-1]}",
+                f"data.features.normalization={name[4:-3]}", "a.b=1", "c.d=2"} <= set(args)
+    assert {Path(c[1]).name for c in calls if c[0] == "eval"} == {Path(r).name for r in trained}
+    compare = next(c for c in calls if c[0] == "compare")
+    assert compare[compare.index("--baseline") + 1] == f"{runs}/ctc_global-s0"
+
+    out = subprocess.run(["bash", str(REPO / "recipes" / "fsdd" / "run.sh")], cwd=tmp_path, capture_output=True,
+                         text=True, env={k: v for k, v in os.environ.items() if k != "FSDD"})
+    assert out.returncode == 2 and "set FSDD to a clone" in out.stderr
