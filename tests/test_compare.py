@@ -121,3 +121,34 @@ def test_an_evaluation_time_swap_is_compared_with_the_models_own_decoding(tmp_pa
     assert "+3.33 *" in swapped and "| 2 |" in swapped          # the swap costs 3.3 points, seeds pooled
     other_swap = next(v for k, v in lines.items() if "0.001" in k and "attention=linear" in k)
     assert "+0.00" in other_swap                                   # against the baseline's plain decoding
+
+
+def test_labels_show_what_departs_from_the_shared_configuration():
+    """An ablation: the baseline stays bare, each variant shows every key it changes (not only the
+    first three alphabetically, which hid optim.* behind data.*), ties show in every group, and
+    groups not told apart by those keys both show the first key where they differ."""
+    from asr_zoo.report.table import label_groups
+
+    def group(tag="test", objective="ctc", **changes):
+        cfg = {"data.tokenizer.type": "char", "data.norm": "global", "optim.lr": 0.002, "optim.warmup": 200}
+        return {"objective": objective, "attention": "softmax", "split": "test", "tag": tag,
+                "config": {**cfg, **changes}}
+
+    groups = [group(), group(**{"optim.warmup": 500}), group(**{"optim.lr": 0.004}),
+              group(**{"data.norm": "utterance", "data.tokenizer.type": "bpe", "optim.lr": 0.001}),
+              group(objective="rnnt", **{"optim.lr": 0.1}), group("test@attention=linear")]
+    label_groups(groups)
+    assert [g["label"] for g in groups] == [
+        "ctc/softmax", "ctc/softmax [optim.warmup=500]", "ctc/softmax [optim.lr=0.004]",
+        "ctc/softmax [data.norm=utterance data.tokenizer.type=bpe optim.lr=0.001]", "rnnt/softmax",
+        "ctc/softmax [attention=linear]"]
+
+    tie = [group(**{"optim.lr": 0.001}), group(**{"optim.lr": 0.004})]
+    label_groups(tie)
+    assert [g["label"] for g in tie] == ["ctc/softmax [optim.lr=0.001]", "ctc/softmax [optim.lr=0.004]"]
+
+    # a and b both hold the majority value of x and of y, yet differ (in z)
+    a, b = group(x=1, y=1, z=1), group(x=1, y=1, z=2)
+    c, d = group(x=2, y=1, z=3), group(x=1, y=2, z=3)
+    label_groups([a, b, c, d])
+    assert len({g["label"] for g in (a, b, c, d)}) == 4 and "z=1" in a["label"] and "z=2" in b["label"]

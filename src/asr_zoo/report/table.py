@@ -7,6 +7,7 @@ import csv
 import io
 import statistics
 import sys
+from collections import Counter
 from pathlib import Path
 
 import yaml
@@ -142,15 +143,37 @@ def _error_types_from_hyps(path: Path) -> dict:
     return error_type_rates([r["reference"] or "" for r in rows], [r["hypothesis"] or "" for r in rows])
 
 
-def _label(group: dict, others: list[dict]) -> str:
-    """objective/attention, plus the config keys that tell it from same-named groups."""
-    base = f"{group['objective']}/{group['attention']}"
-    same = [o for o in others if (o["objective"], o["attention"]) == (group["objective"], group["attention"])]
-    keys = sorted(k for k in group["config"] if any(o["config"].get(k) != group["config"][k] for o in same))
-    extra = [f"{k}={group['config'][k]}" for k in keys[:3]]
-    if group["tag"] != group["split"]:
-        extra.append(group["tag"][len(group["split"]):].lstrip("@"))
-    return base + (f" [{' '.join(extra)}]" if extra else "")
+def _non_modal_keys(group: dict, same: list[dict]) -> set[str]:
+    """Keys in which ``group`` differs from a same-named group and does not hold the value most of them
+    share (a tie counts as not shared: the key is shown in every group)."""
+    cfg = group["config"]
+    shown = set()
+    for k in (k for k in cfg if any(o["config"].get(k) != cfg[k] for o in same)):
+        top = Counter(repr(c["config"].get(k)) for c in [group, *same]).most_common(2)
+        if repr(cfg[k]) != top[0][0] or (len(top) > 1 and top[0][1] == top[1][1]):
+            shown.add(k)
+    return shown
+
+
+def label_groups(groups: list[dict]) -> None:
+    """Set each group's ``label``: objective/attention, plus the config keys where it departs from what
+    most same-named groups share (all of them: the baseline of an ablation stays bare); two groups
+    still not told apart both show the first key in which they differ; then any evaluation tag."""
+    same = {id(g): [o for o in groups if o is not g and (o["objective"], o["attention"]) ==
+                    (g["objective"], g["attention"])] for g in groups}
+    shown = {id(g): _non_modal_keys(g, same[id(g)]) for g in groups}
+    for g in groups:
+        for o in same[id(g)]:
+            both = shown[id(g)] | shown[id(o)]
+            if g["tag"] == o["tag"] and not any(o["config"].get(k) != g["config"].get(k) for k in both):
+                k = min(k for k in g["config"].keys() | o["config"].keys() if o["config"].get(k) != g["config"].get(k))
+                shown[id(g)].add(k)
+                shown[id(o)].add(k)
+    for g in groups:
+        extra = [f"{k}={g['config'].get(k)}" for k in sorted(shown[id(g)])]
+        if g["tag"] != g["split"]:
+            extra.append(g["tag"][len(g["split"]):].lstrip("@"))
+        g["label"] = f"{g['objective']}/{g['attention']}" + (f" [{' '.join(extra)}]" if extra else "")
 
 
 def group_rows(rows: list[dict]) -> list[dict]:
@@ -171,8 +194,7 @@ def group_rows(rows: list[dict]) -> list[dict]:
             if vals:
                 g[k] = round(statistics.fmean(vals), 3)
                 g[f"{k}_std"] = round(statistics.stdev(vals), 3) if len(vals) > 1 else 0.0
-    for g in out:
-        g["label"] = _label(g, [o for o in out if o is not g])
+    label_groups(out)
     return out
 
 
