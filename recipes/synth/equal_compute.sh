@@ -11,9 +11,10 @@
 # EXPERT_STEPS and DP_STEPS (default 3000 each, as the sweep YAML). Imputer-DP is trained twice per
 # seed: with Eq. 11 (imputer_dp_eq11-s*) and with the masked frames only
 # (objective.observed_loss_weight=0, imputer_dp-s*), the loss `make demo` trains at its shorter budget.
-# For the seeds in POLICY_SEEDS (default: SEEDS; a subset of SEEDS, whose experts stage 2 aligns) the same Eq. 11 training also runs with bernoulli and
-# uniform masking (imputer_dp_eq11_{bernoulli,uniform}-s*) and as Imputer-IM (imputer_im_eq11-s*): the
-# paper's masking-policy and IM comparisons at this size, tabled against block-masked DP.
+# For the seeds in POLICY_SEEDS (default: SEEDS; a subset of SEEDS, whose experts stage 2 aligns)
+# the same Eq. 11 training also runs with bernoulli and uniform masking
+# (imputer_dp_eq11_{bernoulli,uniform}-s*) and as Imputer-IM (imputer_im_eq11-s*): the paper's
+# masking-policy and IM comparisons at this size, tabled against block-masked DP.
 # Every stage is resumable: rerun the same command.
 set -euo pipefail
 source "$(dirname "$0")/../stages.sh"
