@@ -112,8 +112,7 @@ def prepare_fsdd(src: Path, out: Path, dev_speakers: tuple[str, ...] = ("george"
                               "choose another --out")
     recordings = read_fsdd(src)
     held_out = set(dev_speakers) | set(test_speakers)
-    unknown = held_out - set(recordings)
-    if unknown or set(dev_speakers) & set(test_speakers):
+    if held_out - set(recordings) or set(dev_speakers) & set(test_speakers):
         raise ValueError(f"dev {sorted(dev_speakers)} and test {sorted(test_speakers)} speakers must be distinct "
                          f"speakers of the corpus: {sorted(recordings)}")
     splits = {"train": sorted(set(recordings) - held_out), "dev": sorted(dev_speakers),
